@@ -1,0 +1,15 @@
+#include "agent/agent.h"
+#include "services/common/service_main.h"
+
+int main(int argc, char** argv) {
+  elfdeploy::AgentOptions options;
+  elfdeploy::BinarySpec spec;
+  spec.name = "agent";
+  spec.default_metrics_addr = "0.0.0.0:9405";
+  spec.bind_config = [&options](elfdeploy::ConfigBinder& binder) {
+    elfdeploy::BindAgentConfig(binder, &options);
+  };
+  return elfdeploy::RunBinary(argc, argv, spec, [&options](const elfdeploy::ComponentContext&) {
+    return absl::StatusOr<std::unique_ptr<elfdeploy::Component>>(elfdeploy::MakeAgent(options));
+  });
+}

@@ -1,0 +1,13 @@
+#include "services/cluster_watcher/cluster_watcher_service.h"
+#include "services/common/service_main.h"
+
+int main(int argc, char** argv) {
+  elfdeploy::BinarySpec spec;
+  spec.name = "cluster-watcher";
+  spec.default_grpc_addr = "0.0.0.0:7404";
+  spec.default_metrics_addr = "0.0.0.0:9404";
+  return elfdeploy::RunBinary(argc, argv, spec, [](const elfdeploy::ComponentContext&) {
+    return absl::StatusOr<std::unique_ptr<elfdeploy::Component>>(
+        elfdeploy::MakeClusterWatcherServices());
+  });
+}

@@ -1,0 +1,51 @@
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "elfdeploy/v1/orchestrator.grpc.pb.h"
+#include "services/common/config.h"
+#include "services/common/service_main.h"
+
+namespace elfdeploy {
+
+// elfdeploy.v1.OrchestratorService. Every RPC answers UNIMPLEMENTED until its logic lands: rollouts
+// land with the orchestrator issue (#8).
+class OrchestratorServiceImpl final : public v1::OrchestratorService::Service {
+ public:
+  grpc::Status Deploy(grpc::ServerContext* context, const v1::DeployRequest* request,
+                      v1::DeployResponse* response) override;
+  grpc::Status WatchRollout(grpc::ServerContext* context, const v1::WatchRolloutRequest* request,
+                            grpc::ServerWriter<v1::WatchRolloutResponse>* writer) override;
+  grpc::Status GetRollout(grpc::ServerContext* context, const v1::GetRolloutRequest* request,
+                          v1::GetRolloutResponse* response) override;
+  grpc::Status ListRollouts(grpc::ServerContext* context, const v1::ListRolloutsRequest* request,
+                            v1::ListRolloutsResponse* response) override;
+  grpc::Status CancelRollout(grpc::ServerContext* context, const v1::CancelRolloutRequest* request,
+                             v1::CancelRolloutResponse* response) override;
+};
+
+// Defaults a DeployRequest falls back on, and the services a rollout calls.
+struct OrchestratorOptions {
+  // Registry images are pushed to ("registry.example.com[:port][/prefix]"); env DOCKER_REGISTRY.
+  std::string registry;
+  // GitOps repository URL; env GITOPS_REPO.
+  std::string gitops_repo;
+  std::string gitops_branch = "main";
+  std::string gitops_path_prefix = "elf-automations";
+  std::string builder_addr = "127.0.0.1:7401";
+  std::string registry_sync_addr = "127.0.0.1:7402";
+  std::string manifest_publisher_addr = "127.0.0.1:7403";
+  std::string cluster_watcher_addr = "127.0.0.1:7404";
+  // Where rollout records are kept.
+  std::string data_dir = "/var/lib/elfdeploy/orchestrator";
+};
+
+// Binds `registry`, `gitops.*` and `orchestrator.*` config keys, with the seed's environment
+// variables DOCKER_REGISTRY and GITOPS_REPO as aliases.
+void BindOrchestratorConfig(ConfigBinder& binder, OrchestratorOptions* options);
+
+// The orchestrator binary's services.
+std::unique_ptr<ServiceSet> MakeOrchestratorServices();
+
+}  // namespace elfdeploy

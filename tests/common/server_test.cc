@@ -1,0 +1,151 @@
+#include "services/common/server.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <thread>
+
+#include "absl/synchronization/notification.h"
+#include "elfdeploy/v1/builder.grpc.pb.h"
+#include "gmock/gmock.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "gtest/gtest.h"
+#include "services/common/grpc_status.h"
+#include "tests/support/service_process.h"
+
+namespace elfdeploy {
+namespace {
+
+using ::elfdeploy::testing::CheckHealth;
+using ::elfdeploy::testing::MetricValue;
+using ::elfdeploy::testing::ScrapeMetrics;
+using ::testing::HasSubstr;
+
+// Scaffold waits until released (or 10 s), then succeeds; Build is left to the generated base.
+class SlowBuilder final : public v1::BuilderService::Service {
+ public:
+  grpc::Status Scaffold(grpc::ServerContext*, const v1::ScaffoldRequest*,
+                        v1::ScaffoldResponse*) override {
+    started.Notify();
+    release.WaitForNotificationWithTimeout(absl::Seconds(10));
+    return grpc::Status::OK;
+  }
+  absl::Notification started;
+  absl::Notification release;
+};
+
+class ServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ServerOptions options;
+    options.services = {{v1::BuilderService::service_full_name(), &builder_}};
+    absl::StatusOr<std::unique_ptr<Server>> server = Server::Start(std::move(options));
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    channel_ = grpc::CreateChannel(server_->grpc_addr(), grpc::InsecureChannelCredentials());
+    stub_ = v1::BuilderService::NewStub(channel_);
+  }
+
+  grpc::Status CallScaffold() {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+    v1::ScaffoldResponse response;
+    return stub_->Scaffold(&context, v1::ScaffoldRequest(), &response);
+  }
+
+  SlowBuilder builder_;
+  std::unique_ptr<Server> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::BuilderService::Stub> stub_;
+};
+
+TEST_F(ServerTest, HealthIsServingForServerAndEachService) {
+  EXPECT_EQ(CheckHealth(server_->grpc_addr()).value_or("error"), "SERVING");
+  EXPECT_EQ(CheckHealth(server_->grpc_addr(), "elfdeploy.v1.BuilderService").value_or("error"),
+            "SERVING");
+  EXPECT_EQ(CheckHealth(server_->grpc_addr(), "no.such.Service").status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(ServerTest, MetricsCountEveryRpcWithItsCode) {
+  builder_.release.Notify();
+  ASSERT_TRUE(CallScaffold().ok());
+  {
+    grpc::ClientContext context;
+    auto reader = stub_->Build(&context, v1::BuildRequest());
+    v1::BuildResponse event;
+    EXPECT_FALSE(reader->Read(&event));
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  }
+  absl::StatusOr<std::string> text = ScrapeMetrics(server_->metrics_addr());
+  ASSERT_TRUE(text.ok()) << text.status();
+  const std::map<std::string, std::string> scaffold = {
+      {"grpc_service", "elfdeploy.v1.BuilderService"},
+      {"grpc_method", "Scaffold"},
+      {"grpc_type", "unary"}};
+  EXPECT_EQ(MetricValue(*text, "grpc_server_started_total", scaffold).value_or(-1), 1);
+  auto ok = scaffold;
+  ok["grpc_code"] = "OK";
+  EXPECT_EQ(MetricValue(*text, "grpc_server_handled_total", ok).value_or(-1), 1);
+  EXPECT_EQ(MetricValue(*text, "grpc_server_handling_seconds_count", scaffold).value_or(-1), 1);
+  EXPECT_EQ(MetricValue(*text, "grpc_server_msg_received_total", scaffold).value_or(-1), 1);
+  EXPECT_EQ(MetricValue(*text, "grpc_server_handled_total",
+                        {{"grpc_method", "Build"},
+                         {"grpc_type", "server_stream"},
+                         {"grpc_code", "Unimplemented"}})
+                .value_or(-1),
+            1);
+  EXPECT_GT(MetricValue(*text, "process_resident_memory_bytes").value_or(0), 1e6);
+  EXPECT_GT(MetricValue(*text, "process_start_time_seconds").value_or(0), 1.7e9);
+  EXPECT_GE(MetricValue(*text, "process_cpu_seconds_total").value_or(-1), 0);
+}
+
+TEST_F(ServerTest, ShutdownReportsNotServingAndLetsInFlightRpcsFinish) {
+  std::atomic<int> code{-1};
+  std::thread call([&] { code = CallScaffold().error_code(); });
+  ASSERT_TRUE(builder_.started.WaitForNotificationWithTimeout(absl::Seconds(10)));
+
+  std::thread shutdown([&] { server_->Shutdown(absl::Milliseconds(800), absl::Seconds(10)); });
+  // During the drain delay health reports NOT_SERVING while the RPC is still running.
+  absl::StatusOr<std::string> health;
+  for (int i = 0; i < 50; ++i) {
+    health = CheckHealth(server_->grpc_addr());
+    if (health.ok() && *health == "NOT_SERVING") break;
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_EQ(health.value_or("error"), "NOT_SERVING");
+  EXPECT_EQ(code.load(), -1);
+  builder_.release.Notify();
+  call.join();
+  shutdown.join();
+  EXPECT_EQ(code.load(), static_cast<int>(grpc::StatusCode::OK));
+  EXPECT_FALSE(CheckHealth(server_->grpc_addr()).ok());  // the listener is closed
+}
+
+TEST(ServerStartTest, AddressInUseIsUnavailable) {
+  absl::StatusOr<std::unique_ptr<Server>> first = Server::Start(ServerOptions());
+  ASSERT_TRUE(first.ok()) << first.status();
+  ServerOptions options;
+  options.grpc_addr = (*first)->grpc_addr();
+  absl::StatusOr<std::unique_ptr<Server>> second = Server::Start(std::move(options));
+  ASSERT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(second.status().message(), HasSubstr((*first)->grpc_addr()));
+
+  ServerOptions metrics_clash;
+  metrics_clash.metrics_addr = (*first)->metrics_addr();
+  EXPECT_EQ(Server::Start(std::move(metrics_clash)).status().code(),
+            absl::StatusCode::kUnavailable);
+}
+
+TEST(GrpcStatusTest, ConvertsCodesAndMessagesBothWays) {
+  absl::Status s = absl::NotFoundError("image docker://x/y:1 not found");
+  grpc::Status g = ToGrpcStatus(s);
+  EXPECT_EQ(g.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(g.error_message(), "image docker://x/y:1 not found");
+  EXPECT_EQ(FromGrpcStatus(g), s);
+  EXPECT_TRUE(ToGrpcStatus(absl::OkStatus()).ok());
+  EXPECT_STREQ(GrpcCodeName(grpc::StatusCode::FAILED_PRECONDITION), "FailedPrecondition");
+}
+
+}  // namespace
+}  // namespace elfdeploy
