@@ -51,6 +51,18 @@ grpc::Status ClusterWatcherServiceImpl::Refresh(grpc::ServerContext* /*context*/
   return NotImplementedYet("elfdeploy.v1.ClusterWatcherService/Refresh", kMissing);
 }
 
+grpc::Status ClusterWatcherServiceImpl::ApplyApplication(
+    grpc::ServerContext* /*context*/, const v1::ApplyApplicationRequest* /*request*/,
+    v1::ApplyApplicationResponse* /*response*/) {
+  return NotImplementedYet("elfdeploy.v1.ClusterWatcherService/ApplyApplication", kMissing);
+}
+
+grpc::Status ClusterWatcherServiceImpl::EnsureImagePullSecret(
+    grpc::ServerContext* /*context*/, const v1::EnsureImagePullSecretRequest* /*request*/,
+    v1::EnsureImagePullSecretResponse* /*response*/) {
+  return NotImplementedYet("elfdeploy.v1.ClusterWatcherService/EnsureImagePullSecret", kMissing);
+}
+
 grpc::Status AgentLinkServiceImpl::Connect(
     grpc::ServerContext* /*context*/,
     grpc::ServerReaderWriter<v1::ConnectResponse, v1::ConnectRequest>* /*stream*/) {

@@ -27,6 +27,12 @@ class ClusterWatcherServiceImpl final : public v1::ClusterWatcherService::Servic
                        v1::GetLogsResponse* response) override;
   grpc::Status Refresh(grpc::ServerContext* context, const v1::RefreshRequest* request,
                        v1::RefreshResponse* response) override;
+  grpc::Status ApplyApplication(grpc::ServerContext* context,
+                                const v1::ApplyApplicationRequest* request,
+                                v1::ApplyApplicationResponse* response) override;
+  grpc::Status EnsureImagePullSecret(grpc::ServerContext* context,
+                                     const v1::EnsureImagePullSecretRequest* request,
+                                     v1::EnsureImagePullSecretResponse* response) override;
 };
 
 // elfdeploy.v1.AgentLinkService. Every RPC answers UNIMPLEMENTED until its logic lands: live

@@ -91,7 +91,8 @@ TEST_F(ConfigBinderTest, UnknownNestedKeyNamesPathAndLine) {
 
 TEST_F(ConfigBinderTest, WrongTypesAreErrorsWithLine) {
   absl::Status list_for_scalar = binder_.LoadYaml("server:\n  grpc_addr: [a, b]\n", "c.yaml");
-  EXPECT_THAT(list_for_scalar.message(), HasSubstr("c.yaml:2:14: server.grpc_addr must be a string"));
+  EXPECT_THAT(list_for_scalar.message(),
+              HasSubstr("c.yaml:2:14: server.grpc_addr must be a string"));
   absl::Status bad_int = binder_.LoadYaml("server:\n  workers: many\n", "c.yaml");
   EXPECT_THAT(bad_int.message(), HasSubstr("server.workers: \"many\" is not an integer"));
   absl::Status bad_duration = binder_.LoadYaml("server:\n  grace: soon\n", "c.yaml");

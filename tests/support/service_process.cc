@@ -63,7 +63,8 @@ absl::StatusOr<std::unique_ptr<ServiceProcess>> ServiceProcess::Start(
   service->process_ = *std::move(child);
 
   std::string line;
-  if (absl::Status s = service->process_->WaitForLogLine("msg=serving", options.start_timeout, &line);
+  if (absl::Status s =
+          service->process_->WaitForLogLine("msg=serving", options.start_timeout, &line);
       !s.ok()) {
     return s;
   }
@@ -78,9 +79,9 @@ absl::StatusOr<std::unique_ptr<ServiceProcess>> ServiceProcess::Start(
     if (health.ok() && *health == "SERVING") return service;
     absl::SleepFor(absl::Milliseconds(50));
   }
-  return absl::DeadlineExceededError(absl::StrCat(
-      options.binary, " did not report SERVING: ",
-      health.ok() ? *health : health.status().ToString(), "\n", Tail(service->Log())));
+  return absl::DeadlineExceededError(
+      absl::StrCat(options.binary, " did not report SERVING: ",
+                   health.ok() ? *health : health.status().ToString(), "\n", Tail(service->Log())));
 }
 
 absl::StatusOr<double> MetricValue(absl::string_view exposition, absl::string_view name,

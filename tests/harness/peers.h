@@ -1,0 +1,140 @@
+#pragma once
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "tests/harness/process.h"
+#include "tests/harness/temp_dir.h"
+
+namespace elfdeploy::testing {
+
+// Runs `git <args>` in `cwd` with no system or user config: GIT_CONFIG_NOSYSTEM=1, HOME and
+// XDG_CONFIG_HOME set to `home`, no prompts, a fixed identity and `main` as the initial branch.
+// A non-zero exit code is a successful result.
+absl::StatusOr<CommandResult> RunGit(const std::string& home, const std::vector<std::string>& args,
+                                     const std::string& cwd = "",
+                                     absl::Duration timeout = absl::Seconds(60));
+
+struct RegistryOptions {
+  // Require HTTP basic auth with `username`/`password` (an htpasswd file, bcrypt).
+  bool htpasswd = false;
+  // Serve https with a fresh self-signed certificate for localhost and 127.0.0.1.
+  bool tls = false;
+  std::string username = "elfdeploy";
+  std::string password = "elfdeploy-secret";
+};
+
+// A CNCF distribution registry (docker-registry) on 127.0.0.1 with storage in a temp dir. The
+// destructor stops it (SIGTERM, then SIGKILL) and removes the dir.
+class RegistryFixture {
+ public:
+  using Options = RegistryOptions;
+
+  // Starts the registry and waits until GET /v2/ answers 200 or 401.
+  static absl::StatusOr<std::unique_ptr<RegistryFixture>> Start(Options options);
+
+  // "127.0.0.1:PORT", or "localhost:PORT" with TLS (the name the certificate is for).
+  std::string host() const;
+  // "http://HOST" or "https://HOST".
+  std::string base_url() const;
+  // The PEM certificate that verifies the server; "" without TLS.
+  std::string ca_file() const;
+  // The credentials that the htpasswd file accepts.
+  const std::string& username() const { return options_.username; }
+  const std::string& password() const { return options_.password; }
+  // The filesystem storage root.
+  std::string storage_dir() const;
+  int port() const { return port_; }
+  // The registry's log so far.
+  std::string ReadLog() const { return process_->ReadLog(); }
+
+ private:
+  RegistryFixture(Options options, TempDir dir)
+      : options_(std::move(options)), dir_(std::move(dir)) {}
+
+  Options options_;
+  TempDir dir_;
+  int port_ = 0;
+  std::unique_ptr<ChildProcess> process_;
+};
+
+// `git daemon` on 127.0.0.1 exporting every repository under its base dir, push enabled. The
+// destructor stops it and removes its dir, repositories included.
+class GitDaemonFixture {
+ public:
+  // Starts the daemon and waits until it accepts connections.
+  static absl::StatusOr<std::unique_ptr<GitDaemonFixture>> Start();
+
+  // Creates the bare repository `<base>/<name>.git` with initial branch main; returns its path.
+  absl::StatusOr<std::string> CreateBareRepo(absl::string_view name);
+  // "git://127.0.0.1:PORT/<name>.git".
+  std::string url(absl::string_view name) const;
+  // The bare repository's path for `name`.
+  std::string repo_path(absl::string_view name) const;
+  int port() const { return port_; }
+  // A HOME for RunGit calls against this fixture.
+  std::string home() const { return dir_.Join("home"); }
+  // RunGit(home(), args, cwd).
+  absl::StatusOr<CommandResult> Git(const std::vector<std::string>& args,
+                                    const std::string& cwd = "") const;
+  // The daemon's log so far.
+  std::string ReadLog() const { return process_->ReadLog(); }
+
+ private:
+  explicit GitDaemonFixture(TempDir dir) : dir_(std::move(dir)) {}
+
+  TempDir dir_;
+  int port_ = 0;
+  std::unique_ptr<ChildProcess> process_;
+};
+
+struct GitHttpOptions {
+  std::string username = "elfdeploy";
+  std::string password = "elfdeploy-secret";
+};
+
+// lighttpd on 127.0.0.1 serving git-http-backend under /git/, basic auth required for all of it.
+// The destructor stops it and removes its dir, repositories included.
+class GitHttpFixture {
+ public:
+  using Options = GitHttpOptions;
+
+  // Starts lighttpd and waits until it accepts connections.
+  static absl::StatusOr<std::unique_ptr<GitHttpFixture>> Start(Options options);
+
+  // Creates a bare repository with initial branch main that accepts pushes over HTTP; returns its
+  // path.
+  absl::StatusOr<std::string> CreateBareRepo(absl::string_view name);
+  // "http://127.0.0.1:PORT/git/<name>.git", without credentials.
+  std::string url(absl::string_view name) const;
+  // The bare repository's path for `name`.
+  std::string repo_path(absl::string_view name) const;
+  // The only credentials the server accepts.
+  const std::string& username() const { return options_.username; }
+  const std::string& password() const { return options_.password; }
+  int port() const { return port_; }
+  // A HOME for RunGit calls against this fixture.
+  std::string home() const { return dir_.Join("home"); }
+  // RunGit(home(), args, cwd).
+  absl::StatusOr<CommandResult> Git(const std::vector<std::string>& args,
+                                    const std::string& cwd = "") const;
+  // lighttpd's error log so far.
+  std::string ReadLog() const { return process_->ReadLog(); }
+
+ private:
+  GitHttpFixture(Options options, TempDir dir)
+      : options_(std::move(options)), dir_(std::move(dir)) {}
+
+  Options options_;
+  TempDir dir_;
+  int port_ = 0;
+  std::unique_ptr<ChildProcess> process_;
+};
+
+}  // namespace elfdeploy::testing
