@@ -17,7 +17,11 @@ config=$root/deploy/local/config
 once=0
 [[ ${1:-} == --once ]] && once=1
 
-say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+if [[ -t 1 ]]; then
+  say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+else
+  say() { printf '==> %s\n' "$*"; }
+fi
 die() { printf 'demo: %s\n' "$*" >&2; exit 1; }
 
 state=$(mktemp -d "${TMPDIR:-/tmp}/elfdeploy-demo.XXXXXX")
@@ -34,7 +38,12 @@ cleanup() {
     for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
       local rc=0
       wait "${pids[i]}" 2>/dev/null || rc=$?
-      printf '    %-28s stopped (exit %s)\n' "${names[i]}" "$rc"
+      case $rc in
+        0) rc="exit 0" ;;
+        143) rc="terminated by SIGTERM" ;;
+        *) rc="exit $rc" ;;
+      esac
+      printf '    %-28s stopped (%s)\n' "${names[i]}" "$rc"
     done
   fi
   rm -rf "$state"
@@ -167,7 +176,7 @@ printf '    %-28s metrics http://%s/metrics %s\n' "elfdeploy-agent" "${metrics_a
 [[ $healthy == "${#services[@]}" && $agent_up == 1 ]] || die "not every service is healthy; logs: $state/logs"
 say "all ${#services[@]} services SERVING, agent up. Try:"
 echo "    $buf curl --protocol grpc --http2-prior-knowledge --list-services http://${grpc_addr[orchestrator]}"
-echo "    logs: $state/logs"
+echo "    logs: $state/logs (removed when the demo stops)"
 
 if ((once)); then
   exit 0

@@ -12,6 +12,7 @@
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "services/common/log.h"
 #include "services/common/metrics.h"
 #include "services/common/server.h"
@@ -27,13 +28,42 @@ namespace {
 constexpr int kExitConfig = 2;
 constexpr int kExitStart = 1;
 
-void BindServerConfig(ConfigBinder& binder, ServerConfig* config) {
-  binder.Bind("server.grpc_addr", &config->grpc_addr);
+// Binaries without a gRPC API have no server.grpc_addr key.
+void BindServerConfig(const BinarySpec& spec, ConfigBinder& binder, ServerConfig* config) {
+  if (!spec.default_grpc_addr.empty()) binder.Bind("server.grpc_addr", &config->grpc_addr);
   binder.Bind("server.metrics_addr", &config->metrics_addr);
   binder.Bind("server.drain_delay", &config->drain_delay);
   binder.Bind("server.shutdown_grace", &config->shutdown_grace);
   binder.Bind("log.level", &config->log_level);
   binder.Bind("log.format", &config->log_format);
+}
+
+std::string Usage(const BinarySpec& spec) {
+  ServerConfig defaults;
+  std::vector<std::pair<std::string, std::string>> effective;
+  ConfigBinder binder;
+  defaults.grpc_addr = spec.default_grpc_addr;
+  defaults.metrics_addr = spec.default_metrics_addr;
+  BindServerConfig(spec, binder, &defaults);
+  if (spec.bind_config) spec.bind_config(binder);
+  std::string out = absl::StrCat(
+      "elfdeploy-", spec.name, " ", kVersion,
+      "\n\nUsage: elfdeploy-", spec.name,
+      " [flags]\n\nFlags:\n"
+      "  --config FILE           YAML config file; unknown keys are an error (exit 2)\n");
+  if (!spec.default_grpc_addr.empty()) {
+    out += "  --grpc_addr HOST:PORT   gRPC listen address (port 0 picks a free port)\n";
+  }
+  out +=
+      "  --metrics_addr HOST:PORT  Prometheus /metrics listen address\n"
+      "  --version               print the version and exit\n"
+      "  --help                  print this help and exit\n\n"
+      "Config keys, by precedence: default < --config YAML < environment < flags.\n";
+  for (const auto& [path, value] : binder.Effective()) {
+    absl::StrAppend(&out, "  ", path, "\n      env ", absl::StrJoin(binder.EnvNames(path), ", "),
+                    value.empty() ? "" : absl::StrCat("; default ", value), "\n");
+  }
+  return out;
 }
 
 }  // namespace
@@ -44,7 +74,7 @@ absl::Status LoadServerConfig(const BinarySpec& spec, const std::string& config_
   config->grpc_addr = spec.default_grpc_addr;
   config->metrics_addr = spec.default_metrics_addr;
   ConfigBinder binder;
-  BindServerConfig(binder, config);
+  BindServerConfig(spec, binder, config);
   if (spec.bind_config) spec.bind_config(binder);
   if (!config_file.empty()) {
     if (absl::Status s = binder.LoadFile(config_file); !s.ok()) return s;
@@ -66,17 +96,16 @@ int RunBinary(int argc, char** argv, const BinarySpec& spec, const ComponentFact
   const std::string binary = absl::StrCat("elfdeploy-", spec.name);
   absl::FlagsUsageConfig usage;
   usage.version_string = [binary] { return absl::StrCat(binary, " ", kVersion, "\n"); };
-  usage.contains_help_flags = [](absl::string_view file) {
-    return absl::StrContains(file, "services/") || absl::StrContains(file, "agent/");
-  };
   absl::SetFlagsUsageConfig(usage);
-  absl::SetProgramUsageMessage(absl::StrCat(
-      binary, " — elfdeploy ", spec.name,
-      ".\nConfig precedence: defaults < --config YAML < environment (ELFDEPLOY_<SECTION>_<KEY>) "
-      "< flags.\nUsage: ",
-      binary,
-      " [--config FILE] [--grpc_addr HOST:PORT] [--metrics_addr "
-      "HOST:PORT]"));
+  absl::SetProgramUsageMessage(absl::StrCat(binary, " [--config FILE] [--grpc_addr HOST:PORT] "
+                                            "[--metrics_addr HOST:PORT]; see --help"));
+  for (int i = 1; i < argc; ++i) {
+    absl::string_view arg = argv[i];
+    if (arg == "--help" || arg == "-help" || arg == "-h") {
+      std::cout << Usage(spec);
+      return 0;
+    }
+  }
   std::vector<char*> rest = absl::ParseCommandLine(argc, argv);
   if (rest.size() > 1) {
     std::cerr << binary << ": unexpected argument \"" << rest[1] << "\" (see --help)\n";

@@ -234,6 +234,15 @@ TEST_P(StartupTest, VersionFlagPrintsVersion) {
   EXPECT_THAT(result->output, HasSubstr(absl::StrCat(GetParam(), " 0.1.0")));
 }
 
+TEST_P(StartupTest, HelpListsFlagsAndConfigKeysAndExitsZero) {
+  absl::StatusOr<CommandResult> result = Run({"--help"});
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->exit_code, 0);
+  EXPECT_THAT(result->output, HasSubstr("--config FILE"));
+  EXPECT_THAT(result->output,
+              HasSubstr("server.shutdown_grace\n      env ELFDEPLOY_SERVER_SHUTDOWN_GRACE"));
+}
+
 TEST_P(StartupTest, MissingConfigFileFailsStartup) {
   absl::StatusOr<CommandResult> result = Run({"--config", "/nonexistent/elfdeploy.yaml"});
   ASSERT_TRUE(result.ok()) << result.status();
