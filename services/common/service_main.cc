@@ -133,7 +133,6 @@ int RunBinary(int argc, char** argv, const BinarySpec& spec, const ComponentFact
   if (loaded.ok()) loaded = log::ParseFormat(config.log_format, &log_options.format);
   log::Configure(log_options);
   if (!loaded.ok()) {
-    log::Error("invalid configuration", {{"error", loaded}});
     std::cerr << binary << ": invalid configuration: " << loaded.message() << "\n";
     return kExitConfig;
   }
