@@ -2,6 +2,8 @@
 
 #include <curl/curl.h>
 
+#include <cstdio>
+#include <memory>
 #include <mutex>
 
 #include "absl/status/status.h"
@@ -18,9 +20,36 @@ void GlobalInit() {
   std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
 }
 
+struct BodyTarget {
+  std::string* buffer;
+  const std::function<bool(absl::string_view)>* sink;
+  bool aborted = false;
+};
+
 size_t WriteBody(char* data, size_t size, size_t count, void* user) {
-  static_cast<std::string*>(user)->append(data, size * count);
+  auto* target = static_cast<BodyTarget*>(user);
+  if (*target->sink) {
+    if (!(*target->sink)(absl::string_view(data, size * count))) {
+      target->aborted = true;
+      return 0;
+    }
+  } else {
+    target->buffer->append(data, size * count);
+  }
   return size * count;
+}
+
+struct FileSource {
+  std::FILE* file;
+  int64_t left;
+};
+
+size_t ReadBody(char* buffer, size_t size, size_t count, void* user) {
+  auto* source = static_cast<FileSource*>(user);
+  size_t want = std::min<size_t>(size * count, static_cast<size_t>(source->left));
+  size_t got = want == 0 ? 0 : std::fread(buffer, 1, want, source->file);
+  source->left -= static_cast<int64_t>(got);
+  return got < want ? CURL_READFUNC_ABORT : got;
 }
 
 size_t WriteHeader(char* data, size_t size, size_t count, void* user) {
@@ -71,11 +100,17 @@ absl::StatusOr<HttpResponse> HttpClient::Do(const HttpRequest& request) {
                    static_cast<long>(absl::ToInt64Milliseconds(options_.connect_timeout)));
   curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, options_.follow_redirects ? 1L : 0L);
   curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, WriteBody);
-  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &response.body);
+  BodyTarget target{&response.body, &request.body_sink};
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &target);
+  if (options_.low_speed_timeout > absl::ZeroDuration()) {
+    curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1024L);
+    curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME,
+                     static_cast<long>(absl::ToInt64Seconds(options_.low_speed_timeout)));
+  }
   curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, WriteHeader);
   curl_easy_setopt(curl, CURLOPT_HEADERDATA, &response);
   if (!options_.ca_file.empty()) curl_easy_setopt(curl, CURLOPT_CAINFO, options_.ca_file.c_str());
-  if (options_.insecure_skip_verify) {
+  if (options_.insecure_skip_verify || request.skip_tls_verify) {
     curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 0L);
     curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 0L);
   }
@@ -89,8 +124,21 @@ absl::StatusOr<HttpResponse> HttpClient::Do(const HttpRequest& request) {
   } else if (request.method != "GET") {
     curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, request.method.c_str());
   }
-  if (!request.body.empty() || request.method == "POST" || request.method == "PUT" ||
-      request.method == "PATCH") {
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> body_file(nullptr, &std::fclose);
+  FileSource source{nullptr, 0};
+  if (!request.body_file.empty()) {
+    body_file.reset(std::fopen(request.body_file.c_str(), "rb"));
+    if (body_file == nullptr ||
+        fseeko(body_file.get(), static_cast<off_t>(request.body_offset), SEEK_SET) != 0) {
+      return absl::NotFoundError(absl::StrCat(request.body_file, ": cannot be read"));
+    }
+    source = {body_file.get(), request.body_length};
+    curl_easy_setopt(curl, CURLOPT_UPLOAD, 1L);
+    curl_easy_setopt(curl, CURLOPT_READFUNCTION, ReadBody);
+    curl_easy_setopt(curl, CURLOPT_READDATA, &source);
+    curl_easy_setopt(curl, CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(request.body_length));
+  } else if (!request.body.empty() || request.method == "POST" || request.method == "PUT" ||
+             request.method == "PATCH") {
     curl_easy_setopt(curl, CURLOPT_POSTFIELDS, request.body.data());
     curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE,
                      static_cast<curl_off_t>(request.body.size()));
@@ -105,6 +153,9 @@ absl::StatusOr<HttpResponse> HttpClient::Do(const HttpRequest& request) {
 
   CURLcode code = curl_easy_perform(curl);
   curl_slist_free_all(headers);
+  if (target.aborted) {
+    return absl::AbortedError(absl::StrCat(request.method, " ", request.url, ": body rejected"));
+  }
   if (code != CURLE_OK) {
     std::string message =
         absl::StrCat(request.method, " ", request.url, ": ", curl_easy_strerror(code));

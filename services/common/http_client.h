@@ -1,12 +1,14 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
 namespace elfdeploy {
@@ -17,6 +19,15 @@ struct HttpRequest {
   std::string url;
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;
+  // When set, the body is read from this file instead: `body_length` bytes from `body_offset`.
+  std::string body_file;
+  int64_t body_offset = 0;
+  int64_t body_length = 0;
+  // When set, the response body is handed to this function chunk by chunk instead of being kept
+  // in HttpResponse::body; returning false aborts the transfer (the call fails with ABORTED).
+  std::function<bool(absl::string_view)> body_sink;
+  // Skips certificate checks for this request (registries configured as insecure).
+  bool skip_tls_verify = false;
   // Basic auth; the password is never logged.
   std::string username;
   std::string password;
@@ -37,7 +48,10 @@ struct HttpClientOptions {
   std::string ca_file;
   // Disables certificate and host name checks. Only for tests and explicitly insecure config.
   bool insecure_skip_verify = false;
+  // Whole-transfer limit; 0 means none (large blobs), see low_speed_timeout instead.
   absl::Duration timeout = absl::Seconds(30);
+  // Aborts a transfer that moves fewer than 1 KiB/s for this long; 0 disables.
+  absl::Duration low_speed_timeout = absl::ZeroDuration();
   absl::Duration connect_timeout = absl::Seconds(10);
   bool follow_redirects = true;
 };
@@ -51,7 +65,7 @@ class HttpClient {
   HttpClient(const HttpClient&) = delete;
   HttpClient& operator=(const HttpClient&) = delete;
 
-  // Performs `request`. Transport failures (refused, TLS, timeout) are UNAVAILABLE or
+  // Performs `request`. Transport failures (refused, reset, TLS, timeout) are UNAVAILABLE or
   // DEADLINE_EXCEEDED with curl's message; any HTTP status is a successful response.
   absl::StatusOr<HttpResponse> Do(const HttpRequest& request);
 
