@@ -33,12 +33,13 @@ RegistryMetrics::RegistryMetrics(prometheus::Registry& registry)
                  .Name("elfdeploy_registry_blobs_total")
                  .Help("Blobs handled by copies, by result (uploaded, skipped, mounted).")
                  .Register(registry)),
-      copy_seconds_(prometheus::BuildHistogram()
-                        .Name("elfdeploy_registry_copy_seconds")
-                        .Help("Duration of successful image copies.")
-                        .Register(registry)
-                        .Add({}, prometheus::Histogram::BucketBoundaries{
-                                     0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300})),
+      copy_seconds_(
+          prometheus::BuildHistogram()
+              .Name("elfdeploy_registry_copy_seconds")
+              .Help("Duration of successful image copies.")
+              .Register(registry)
+              .Add({}, prometheus::Histogram::BucketBoundaries{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+                                                               30, 60, 120, 300})),
       requests_(prometheus::BuildCounter()
                     .Name("elfdeploy_registry_requests_total")
                     .Help("HTTP requests to registries and token servers, by status code.")
@@ -119,7 +120,8 @@ absl::StatusOr<std::shared_ptr<oci::Registry>> RegistrySync::ClientFor(
           return absl::InvalidArgumentError(
               absl::StrCat("credentials ref \"", credential->ref, "\" is not configured"));
         }
-        store.Set(host, oci::RegistryCredential{options_.login_username, options_.login_password, {}});
+        store.Set(host,
+                  oci::RegistryCredential{options_.login_username, options_.login_password, {}});
         custom = true;
         break;
       case RequestCredential::Kind::kBasic:
@@ -142,12 +144,15 @@ std::string HostOf(const oci::TransportReference& ref) {
 
 }  // namespace
 
-absl::StatusOr<oci::CopyResult> RegistrySync::Copy(
-    const std::string& source, const std::string& destination,
-    const RequestCredential& source_credential, const RequestCredential& destination_credential,
-    const oci::CopyOptions& copy_options, const oci::CopyObserver& observer) {
+absl::StatusOr<oci::CopyResult> RegistrySync::Copy(const std::string& source,
+                                                   const std::string& destination,
+                                                   const RequestCredential& source_credential,
+                                                   const RequestCredential& destination_credential,
+                                                   const oci::CopyOptions& copy_options,
+                                                   const oci::CopyObserver& observer) {
   absl::StatusOr<oci::TransportReference> src = oci::ParseTransportReference(source);
-  if (!src.ok()) return absl::InvalidArgumentError(absl::StrCat("source: ", src.status().message()));
+  if (!src.ok())
+    return absl::InvalidArgumentError(absl::StrCat("source: ", src.status().message()));
   absl::StatusOr<oci::TransportReference> dst = oci::ParseTransportReference(destination);
   if (!dst.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("destination: ", dst.status().message()));
@@ -172,9 +177,9 @@ absl::StatusOr<oci::CopyResult> RegistrySync::Copy(
   return result;
 }
 
-absl::StatusOr<ResolveOutcome> RegistrySync::Resolve(
-    const std::string& reference, const RequestCredential& credential,
-    const std::optional<oci::Platform>& platform) {
+absl::StatusOr<ResolveOutcome> RegistrySync::Resolve(const std::string& reference,
+                                                     const RequestCredential& credential,
+                                                     const std::optional<oci::Platform>& platform) {
   absl::StatusOr<oci::TransportReference> ref = oci::ParseTransportReference(reference);
   if (!ref.ok()) return ref.status();
   absl::StatusOr<std::shared_ptr<oci::Registry>> client = ClientFor({{HostOf(*ref), &credential}});
@@ -213,7 +218,8 @@ absl::Status RegistrySync::Sync(const std::string& source_repository,
                                 const oci::CopyObserver& observer,
                                 const std::function<void(const TagOutcome&)>& on_tag) {
   absl::StatusOr<oci::ImageReference> src = oci::ParseImageReference(source_repository);
-  if (!src.ok()) return absl::InvalidArgumentError(absl::StrCat("source: ", src.status().message()));
+  if (!src.ok())
+    return absl::InvalidArgumentError(absl::StrCat("source: ", src.status().message()));
   absl::StatusOr<oci::ImageReference> dst = oci::ParseImageReference(destination_repository);
   if (!dst.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("destination: ", dst.status().message()));
@@ -226,8 +232,8 @@ absl::Status RegistrySync::Sync(const std::string& source_repository,
     try {
       filter.emplace(tag_filter);
     } catch (const std::regex_error& e) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("tag_filter \"", tag_filter, "\" is not a valid regular expression: ", e.what()));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "tag_filter \"", tag_filter, "\" is not a valid regular expression: ", e.what()));
     }
   }
   absl::StatusOr<std::shared_ptr<oci::Registry>> client =
@@ -246,9 +252,8 @@ absl::Status RegistrySync::Sync(const std::string& source_repository,
     oci::ImageReference to = *dst;
     to.tag = tag;
     // The digest the destination tag should name: the source's, or its platform entry's.
-    absl::StatusOr<oci::ResolvedImage> resolved =
-        oci::ResolveImage(**client, oci::TransportReference{oci::TransportReference::Kind::kDocker,
-                                                            from, "", ""});
+    absl::StatusOr<oci::ResolvedImage> resolved = oci::ResolveImage(
+        **client, oci::TransportReference{oci::TransportReference::Kind::kDocker, from, "", ""});
     absl::StatusOr<oci::Descriptor> existing = (*client)->HeadManifest(to);
     if (!resolved.ok()) {
       outcome.action = TagOutcome::Action::kFailed;

@@ -35,7 +35,7 @@ struct RegistrySyncOptions {
   std::string ca_file;
   int parallelism = 4;
   int64_t chunk_size = 0;
-  int max_attempts = 5;
+  int max_attempts = 6;
   // Staging area for registry-to-registry copies; a temporary directory per copy when empty.
   std::string spool_dir;
 };
@@ -101,9 +101,8 @@ class RegistrySync {
 
   // Copies every tag of `source_repository` that fully matches `tag_filter` (ECMAScript) and
   // whose digest differs at the destination. Per-tag failures are reported, not fatal.
-  absl::Status Sync(const std::string& source_repository,
-                    const std::string& destination_repository, const std::string& tag_filter,
-                    const RequestCredential& source_credential,
+  absl::Status Sync(const std::string& source_repository, const std::string& destination_repository,
+                    const std::string& tag_filter, const RequestCredential& source_credential,
                     const RequestCredential& destination_credential,
                     const oci::CopyOptions& copy_options, bool dry_run,
                     const oci::CopyObserver& observer,

@@ -76,8 +76,8 @@ void FillPlatform(const oci::Platform& platform, v1::Platform* out) {
 grpc::Status RegistrySyncServiceImpl::Copy(grpc::ServerContext* context,
                                            const v1::CopyRequest* request,
                                            grpc::ServerWriter<v1::CopyResponse>* writer) {
-  absl::StatusOr<oci::CopyOptions> options =
-      CopyOptionsFrom(request->all_platforms(), request->has_platform() ? &request->platform() : nullptr);
+  absl::StatusOr<oci::CopyOptions> options = CopyOptionsFrom(
+      request->all_platforms(), request->has_platform() ? &request->platform() : nullptr);
   if (!options.ok()) return ToGrpcStatus(options.status());
   oci::CopyObserver observer;
   observer.on_plan = [writer](const oci::CopyPlan& plan) {
@@ -94,10 +94,9 @@ grpc::Status RegistrySyncServiceImpl::Copy(grpc::ServerContext* context,
   };
   observer.cancelled = [context] { return context->IsCancelled(); };
   absl::Time start = absl::Now();
-  absl::StatusOr<oci::CopyResult> result =
-      logic_->Copy(request->source(), request->destination(),
-                   FromProto(request->source_credentials()),
-                   FromProto(request->destination_credentials()), *options, observer);
+  absl::StatusOr<oci::CopyResult> result = logic_->Copy(
+      request->source(), request->destination(), FromProto(request->source_credentials()),
+      FromProto(request->destination_credentials()), *options, observer);
   if (!result.ok()) return ToGrpcStatus(result.status());
   v1::CopyResponse final_event;
   v1::CopyResult* out = final_event.mutable_result();

@@ -112,6 +112,9 @@ absl::StatusOr<CommandResult> RunGit(const std::string& home, const std::vector<
 }
 
 absl::StatusOr<std::unique_ptr<RegistryFixture>> RegistryFixture::Start(Options options) {
+  if (options.htpasswd && options.token_auth) {
+    return absl::InvalidArgumentError("htpasswd and token_auth exclude each other");
+  }
   absl::StatusOr<TempDir> dir = TempDir::Create("elfdeploy-registry-");
   if (!dir.ok()) return dir.status();
   std::unique_ptr<RegistryFixture> fixture(
@@ -131,6 +134,19 @@ absl::StatusOr<std::unique_ptr<RegistryFixture>> RegistryFixture::Start(Options 
     if (!status.ok()) return status;
     auth = absl::StrFormat("auth:\n  htpasswd:\n    realm: elfdeploy-test\n    path: %s\n", path);
   }
+  if (fixture->options_.token_auth) {
+    const Options& o = fixture->options_;
+    absl::StatusOr<std::unique_ptr<TokenServer>> token_server =
+        TokenServer::Start({.users = {{o.username, o.password},
+                                      {o.pull_only_username, o.pull_only_password, {"pull"}}},
+                            .allow_anonymous_pull = o.anonymous_pull});
+    if (!token_server.ok()) return token_server.status();
+    fixture->token_server_ = *std::move(token_server);
+    const TokenServer& t = *fixture->token_server_;
+    auth = absl::StrFormat(
+        "auth:\n  token:\n    realm: %s\n    service: %s\n    issuer: %s\n    rootcertbundle: %s\n",
+        t.realm(), t.options().service, t.options().issuer, t.cert_file());
+  }
   std::string config_path = fixture->dir_.Join("config.yml");
   auto make = [&](int port) -> absl::StatusOr<ProcessOptions> {
     std::string config = absl::StrFormat(
@@ -148,23 +164,40 @@ absl::StatusOr<std::unique_ptr<RegistryFixture>> RegistryFixture::Start(Options 
   if (!process.ok()) return process.status();
   fixture->process_ = *std::move(process);
 
+  if (absl::Status ready = fixture->WaitReady(); !ready.ok()) return ready;
+  return fixture;
+}
+
+absl::Status RegistryFixture::WaitReady() {
   HttpClientOptions http_options;
-  http_options.ca_file = fixture->ca_file();
+  http_options.ca_file = ca_file();
   http_options.timeout = absl::Seconds(5);
   HttpClient client(http_options);
   absl::Time deadline = absl::Now() + kStartTimeout;
   while (true) {
-    absl::StatusOr<HttpResponse> response = client.Get(fixture->base_url() + "/v2/");
-    if (response.ok() && (response->status == 200 || response->status == 401)) break;
-    if (absl::Now() >= deadline || !fixture->process_->Running()) {
+    absl::StatusOr<HttpResponse> response = client.Get(base_url() + "/v2/");
+    if (response.ok() && (response->status == 200 || response->status == 401)) {
+      return absl::OkStatus();
+    }
+    if (absl::Now() >= deadline || !process_->Running()) {
       return absl::UnavailableError(absl::StrCat(
-          "registry at ", fixture->base_url(), " is not ready: ",
+          "registry at ", base_url(), " is not ready: ",
           response.ok() ? absl::StrCat("HTTP ", response->status) : response.status().ToString(),
-          "; log tail:\n", Tail(fixture->ReadLog())));
+          "; log tail:\n", Tail(ReadLog())));
     }
     absl::SleepFor(absl::Milliseconds(50));
   }
-  return fixture;
+}
+
+absl::Status RegistryFixture::Restart() {
+  ProcessOptions options = process_->options();
+  if (absl::StatusOr<int> stopped = process_->Stop(absl::Seconds(5)); !stopped.ok()) {
+    return stopped.status();
+  }
+  absl::StatusOr<std::unique_ptr<ChildProcess>> process = ChildProcess::Start(std::move(options));
+  if (!process.ok()) return process.status();
+  process_ = *std::move(process);
+  return WaitReady();
 }
 
 std::string RegistryFixture::host() const {
@@ -173,6 +206,10 @@ std::string RegistryFixture::host() const {
 
 std::string RegistryFixture::base_url() const {
   return absl::StrCat(options_.tls ? "https://" : "http://", host());
+}
+
+std::string RegistryFixture::token_realm() const {
+  return token_server_ == nullptr ? "" : token_server_->realm();
 }
 
 std::string RegistryFixture::ca_file() const { return options_.tls ? dir_.Join("cert.pem") : ""; }

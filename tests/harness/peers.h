@@ -11,6 +11,7 @@
 #include "absl/time/time.h"
 #include "tests/harness/process.h"
 #include "tests/harness/temp_dir.h"
+#include "tests/harness/token_server.h"
 
 namespace elfdeploy::testing {
 
@@ -26,8 +27,15 @@ struct RegistryOptions {
   bool htpasswd = false;
   // Serve https with a fresh self-signed certificate for localhost and 127.0.0.1.
   bool tls = false;
+  // Require bearer tokens from a TokenServer that the fixture runs; exclusive with htpasswd. The
+  // token server grants `username` pull, push and delete, and `pull_only_username` only pull.
+  bool token_auth = false;
   std::string username = "elfdeploy";
   std::string password = "elfdeploy-secret";
+  std::string pull_only_username = "elfdeploy-reader";
+  std::string pull_only_password = "elfdeploy-reader-secret";
+  // With token_auth: token requests without credentials get tokens that may pull.
+  bool anonymous_pull = false;
 };
 
 // A CNCF distribution registry (docker-registry) on 127.0.0.1 with storage in a temp dir. The
@@ -36,7 +44,8 @@ class RegistryFixture {
  public:
   using Options = RegistryOptions;
 
-  // Starts the registry and waits until GET /v2/ answers 200 or 401.
+  // Starts the registry (and the token server first with token_auth) and waits until GET /v2/
+  // answers 200 or 401. INVALID_ARGUMENT for htpasswd with token_auth.
   static absl::StatusOr<std::unique_ptr<RegistryFixture>> Start(Options options);
 
   // "127.0.0.1:PORT", or "localhost:PORT" with TLS (the name the certificate is for).
@@ -45,22 +54,35 @@ class RegistryFixture {
   std::string base_url() const;
   // The PEM certificate that verifies the server; "" without TLS.
   std::string ca_file() const;
-  // The credentials that the htpasswd file accepts.
+  // The credentials that the htpasswd file or the token server accepts.
   const std::string& username() const { return options_.username; }
   const std::string& password() const { return options_.password; }
+  // The credentials of the token server's pull-only user.
+  const std::string& pull_only_username() const { return options_.pull_only_username; }
+  const std::string& pull_only_password() const { return options_.pull_only_password; }
+  // The token server's "http://127.0.0.1:PORT/token", the realm of the registry's Bearer
+  // challenges; "" without token_auth.
+  std::string token_realm() const;
+  // The token server (service name, counters, requested scopes); nullptr without token_auth.
+  const TokenServer* token_server() const { return token_server_.get(); }
   // The filesystem storage root.
   std::string storage_dir() const;
   int port() const { return port_; }
   // The registry's log so far.
   std::string ReadLog() const { return process_->ReadLog(); }
+  // Stops the registry (SIGTERM) and starts it again on the same port and storage; returns once
+  // it answers. Clients in the middle of a request see their connections fail.
+  absl::Status Restart();
 
  private:
   RegistryFixture(Options options, TempDir dir)
       : options_(std::move(options)), dir_(std::move(dir)) {}
+  absl::Status WaitReady();
 
   Options options_;
   TempDir dir_;
   int port_ = 0;
+  std::unique_ptr<TokenServer> token_server_;
   std::unique_ptr<ChildProcess> process_;
 };
 

@@ -98,7 +98,10 @@ class Copier {
  public:
   Copier(Registry& registry, const TransportReference& source, const TransportReference& dest,
          const CopyOptions& options, const CopyObserver& observer)
-      : registry_(registry), source_(registry, source), dest_(dest), options_(options),
+      : registry_(registry),
+        source_(registry, source),
+        dest_(dest),
+        options_(options),
         observer_(observer) {}
 
   absl::StatusOr<CopyResult> Run() {

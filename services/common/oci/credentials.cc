@@ -48,8 +48,8 @@ absl::StatusOr<CredentialStore> CredentialStore::LoadFile(const std::string& pat
       size_t colon = std::string::npos;
       if (absl::Base64Unescape(auth, &decoded)) colon = decoded.find(':');
       if (colon == std::string::npos) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "auth file ", path, ": auths.", key, ".auth is not base64 of user:password"));
+        return absl::InvalidArgumentError(absl::StrCat("auth file ", path, ": auths.", key,
+                                                       ".auth is not base64 of user:password"));
       }
       credential.username = decoded.substr(0, colon);
       credential.password = Secret(decoded.substr(colon + 1));
@@ -71,8 +71,7 @@ absl::StatusOr<CredentialStore> CredentialStore::LoadDefault(
     return LoadFile(env);
   }
   if (const char* home = getenv("HOME"); home != nullptr && *home != '\0') {
-    absl::StatusOr<CredentialStore> store =
-        LoadFile(absl::StrCat(home, "/.docker/config.json"));
+    absl::StatusOr<CredentialStore> store = LoadFile(absl::StrCat(home, "/.docker/config.json"));
     if (store.ok() || store.status().code() != absl::StatusCode::kNotFound) return store;
   }
   return CredentialStore();

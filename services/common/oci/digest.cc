@@ -23,8 +23,8 @@ absl::StatusOr<Digest> Digest::Parse(absl::string_view text) {
   } else if (algorithm == "sha512") {
     length = 128;
   } else {
-    return absl::InvalidArgumentError(absl::StrCat("digest \"", text, "\": unsupported algorithm \"",
-                                                   algorithm, "\" (sha256, sha512)"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "digest \"", text, "\": unsupported algorithm \"", algorithm, "\" (sha256, sha512)"));
   }
   if (hex.size() != length) {
     return absl::InvalidArgumentError(absl::StrCat("digest \"", text, "\": ", algorithm, " needs ",

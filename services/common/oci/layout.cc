@@ -75,8 +75,8 @@ absl::Status BlobWriter::Commit(const Digest& expected, int64_t expected_size) {
                                             expected_size, " bytes, got ", size_));
   }
   if (!expected.empty() && actual != expected) {
-    return absl::DataLossError(absl::StrCat("blob ", expected.ToString(),
-                                            ": content digest is ", actual.ToString()));
+    return absl::DataLossError(
+        absl::StrCat("blob ", expected.ToString(), ": content digest is ", actual.ToString()));
   }
   std::string final_path = absl::StrCat(blobs_dir_, "/", actual.algorithm(), "/", actual.hex());
   if (::rename(temp_path_.c_str(), final_path.c_str()) != 0) {
@@ -109,7 +109,8 @@ absl::StatusOr<OciLayout> OciLayout::OpenOrCreate(const std::string& dir) {
     if (!fs::exists(absl::StrCat(dir, "/index.json"), ec)) {
       Index empty;
       empty.media_type = kOciIndex;
-      if (absl::Status s = WriteFileAtomically(absl::StrCat(dir, "/index.json"), SerializeIndex(empty));
+      if (absl::Status s =
+              WriteFileAtomically(absl::StrCat(dir, "/index.json"), SerializeIndex(empty));
           !s.ok()) {
         return s;
       }
@@ -176,9 +177,8 @@ absl::StatusOr<Descriptor> OciLayout::Resolve(absl::string_view ref) const {
   if (!index.ok()) return index.status();
   if (ref.empty()) {
     if (index->manifests.size() == 1) return index->manifests.front();
-    return absl::InvalidArgumentError(
-        absl::StrCat("oci:", dir_, " holds ", index->manifests.size(),
-                     " images; name one as oci:<dir>:<ref>"));
+    return absl::InvalidArgumentError(absl::StrCat("oci:", dir_, " holds ", index->manifests.size(),
+                                                   " images; name one as oci:<dir>:<ref>"));
   }
   std::vector<std::string> names;
   for (const Descriptor& d : index->manifests) {
@@ -187,15 +187,15 @@ absl::StatusOr<Descriptor> OciLayout::Resolve(absl::string_view ref) const {
     if (name->second == ref) return d;
     names.push_back(name->second);
   }
-  return absl::NotFoundError(absl::StrCat("oci:", dir_, ":", ref, " not found (refs: ",
-                                          names.empty() ? "none" : absl::StrJoin(names, ", "),
-                                          ")"));
+  return absl::NotFoundError(
+      absl::StrCat("oci:", dir_, ":", ref,
+                   " not found (refs: ", names.empty() ? "none" : absl::StrJoin(names, ", "), ")"));
 }
 
 absl::Status OciLayout::Tag(absl::string_view ref, Descriptor descriptor) {
   if (!HasBlob(descriptor.digest, descriptor.size)) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "cannot name ", descriptor.digest.ToString(), " in ", dir_, ": its blob is missing"));
+    return absl::FailedPreconditionError(absl::StrCat("cannot name ", descriptor.digest.ToString(),
+                                                      " in ", dir_, ": its blob is missing"));
   }
   absl::StatusOr<Index> index = ReadIndex();
   if (!index.ok()) return index.status();

@@ -181,16 +181,17 @@ absl::StatusOr<Index> ParseIndex(absl::string_view bytes, absl::string_view wher
 }
 
 std::string SerializeManifest(const Manifest& manifest) {
-  Json json = {{"schemaVersion", 2}, {"mediaType", manifest.media_type},
-               {"config", DescriptorJson(manifest.config)}, {"layers", Json::array()}};
+  Json json = {{"schemaVersion", 2},
+               {"mediaType", manifest.media_type},
+               {"config", DescriptorJson(manifest.config)},
+               {"layers", Json::array()}};
   for (const Descriptor& layer : manifest.layers) json["layers"].push_back(DescriptorJson(layer));
   if (!manifest.annotations.empty()) json["annotations"] = manifest.annotations;
   return json.dump();
 }
 
 std::string SerializeIndex(const Index& index) {
-  Json json = {{"schemaVersion", 2}, {"mediaType", index.media_type},
-               {"manifests", Json::array()}};
+  Json json = {{"schemaVersion", 2}, {"mediaType", index.media_type}, {"manifests", Json::array()}};
   for (const Descriptor& d : index.manifests) json["manifests"].push_back(DescriptorJson(d));
   if (!index.annotations.empty()) json["annotations"] = index.annotations;
   return json.dump();
@@ -206,10 +207,9 @@ absl::StatusOr<Descriptor> SelectPlatform(const Index& index, const Platform& pl
       return d;
     }
   }
-  return absl::NotFoundError(absl::StrCat("no manifest for platform ", platform.ToString(),
-                                          " in the index (has: ",
-                                          available.empty() ? "none" : absl::StrJoin(available, ", "),
-                                          ")"));
+  return absl::NotFoundError(absl::StrCat(
+      "no manifest for platform ", platform.ToString(),
+      " in the index (has: ", available.empty() ? "none" : absl::StrJoin(available, ", "), ")"));
 }
 
 }  // namespace elfdeploy::oci

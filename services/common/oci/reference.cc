@@ -17,8 +17,7 @@ constexpr char kAlphaNumeric[] = "[a-z0-9]+";
 constexpr char kSeparator[] = "(?:[._]|__|[-]*)";
 constexpr char kDomainComponent[] = "(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])";
 constexpr char kTag[] = "[\\w][\\w.-]{0,127}";
-constexpr char kDigest[] =
-    "[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*[:][0-9a-fA-F]{32,}";
+constexpr char kDigest[] = "[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*[:][0-9a-fA-F]{32,}";
 constexpr size_t kMaxNameLength = 255;
 
 const std::regex& ReferenceRegex() {
@@ -27,8 +26,7 @@ const std::regex& ReferenceRegex() {
     std::string domain =
         absl::StrCat(kDomainComponent, "(?:\\.", kDomainComponent, ")*(?::[0-9]+)?");
     std::string name = absl::StrCat("(?:", domain, "/)?", component, "(?:/", component, ")*");
-    return new std::regex(
-        absl::StrCat("^(", name, ")(?::(", kTag, "))?(?:@(", kDigest, "))?$"));
+    return new std::regex(absl::StrCat("^(", name, ")(?::(", kTag, "))?(?:@(", kDigest, "))?$"));
   }();
   return *regex;
 }

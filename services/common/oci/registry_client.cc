@@ -11,9 +11,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/strip.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "nlohmann/json.hpp"
 #include "services/common/http_client.h"
@@ -65,6 +65,7 @@ AuthChallenge ParseAuthChallenge(absl::string_view header) {
 namespace {
 
 constexpr char kUserAgent[] = "elfdeploy-registry-sync/0.1";
+constexpr absl::Duration kRefusalMemory = absl::Seconds(30);
 
 // A pool of HTTP clients so that concurrent calls each reuse their own connections.
 class ClientPool {
@@ -171,8 +172,12 @@ class RegistryClient : public Registry {
       // Without the header the body must be fetched to know the digest.
       absl::StatusOr<ManifestData> manifest = GetManifest(ref);
       if (!manifest.ok()) return manifest.status();
-      return Descriptor{manifest->media_type, manifest->digest,
-                        static_cast<int64_t>(manifest->bytes.size()), std::nullopt, {}, {}};
+      return Descriptor{manifest->media_type,
+                        manifest->digest,
+                        static_cast<int64_t>(manifest->bytes.size()),
+                        std::nullopt,
+                        {},
+                        {}};
     }
     Descriptor d;
     d.digest = *digest;
@@ -215,8 +220,7 @@ class RegistryClient : public Registry {
                                  const std::string& from_path) override {
     std::string path = absl::StrCat("/v2/", repo.path, "/blobs/uploads/?mount=", digest.ToString(),
                                     "&from=", from_path);
-    std::string scope =
-        absl::StrCat(RepoScope(repo.path, true), " ", RepoScope(from_path, false));
+    std::string scope = absl::StrCat(RepoScope(repo.path, true), " ", RepoScope(from_path, false));
     absl::StatusOr<HttpResponse> response =
         Send(repo.domain, scope, MakeRequest("POST", path), true);
     if (!response.ok()) return response.status();
@@ -310,6 +314,10 @@ class RegistryClient : public Registry {
     std::string base_url;  // "https://host" once known
     bool skip_verify = false;
     AuthChallenge challenge;  // empty scheme: anonymous so far
+    // Set when the registry refused the configured credentials: requests fail at once until
+    // refused_until, instead of each asking again with the same wrong password.
+    std::string refused;
+    absl::Time refused_until;
   };
   struct Token {
     std::string value;
@@ -361,6 +369,13 @@ class RegistryClient : public Registry {
       auto it = hosts_.find(domain);
       if (it != hosts_.end() && !it->second.base_url.empty()) return it->second;
     }
+    // One probe at a time: concurrent first requests wait for its answer instead of probing too.
+    absl::MutexLock probing(&probe_mu_);
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = hosts_.find(domain);
+      if (it != hosts_.end() && !it->second.base_url.empty()) return it->second;
+    }
     bool insecure = IsInsecure(domain);
     bool may_use_http = insecure || IsLoopbackRegistry(domain);
     HostState state;
@@ -371,18 +386,24 @@ class RegistryClient : public Registry {
     absl::StatusOr<HttpResponse> response = pool_.Acquire()->Do(probe);
     if (!response.ok()) {
       if (!may_use_http) {
-        return absl::UnavailableError(
-            absl::StrCat("registry ", domain, " unreachable over https: ", response.status().message(),
-                         " (plain http is only used for localhost, 127.0.0.0/8 and registries "
-                         "configured as insecure)"));
+        return absl::UnavailableError(absl::StrCat(
+            "registry ", domain, " unreachable over https: ", response.status().message(),
+            " (plain http is only used for localhost, 127.0.0.0/8 and registries "
+            "configured as insecure)"));
       }
       state.base_url = absl::StrCat("http://", domain);
       probe.url = absl::StrCat(state.base_url, "/v2/");
       absl::StatusOr<HttpResponse> plain = pool_.Acquire()->Do(probe);
+      // A registry answers /v2/ with 200 or 401; anything else (e.g. a TLS server's 400 to
+      // plain http) means https was right and its error is the one to report.
+      if (plain.ok() && plain->status != 200 && plain->status != 401) {
+        return absl::UnavailableError(absl::StrCat(
+            "registry ", domain, " unreachable over https: ", response.status().message()));
+      }
       if (!plain.ok()) {
-        return absl::UnavailableError(absl::StrCat("registry ", domain, " unreachable: https: ",
-                                                   response.status().message(),
-                                                   "; http: ", plain.status().message()));
+        return absl::UnavailableError(
+            absl::StrCat("registry ", domain, " unreachable: https: ", response.status().message(),
+                         "; http: ", plain.status().message()));
       }
     }
     absl::MutexLock lock(&mu_);
@@ -398,6 +419,10 @@ class RegistryClient : public Registry {
     AuthChallenge challenge;
     {
       absl::MutexLock lock(&mu_);
+      const HostState& state = hosts_[domain];
+      if (!state.refused.empty() && absl::Now() < state.refused_until) {
+        return absl::UnauthenticatedError(state.refused);
+      }
       challenge = hosts_[domain].challenge;
       if (!refresh && absl::EqualsIgnoreCase(challenge.scheme, "bearer")) {
         auto token = tokens_.find(absl::StrCat(domain, " ", scope));
@@ -416,9 +441,8 @@ class RegistryClient : public Registry {
       return absl::StrCat("Basic ", Base64UserPassword(*credential));
     }
     if (!absl::EqualsIgnoreCase(challenge.scheme, "bearer")) {
-      return absl::UnauthenticatedError(absl::StrCat("registry ", domain,
-                                                     " asks for unsupported auth scheme ",
-                                                     challenge.scheme));
+      return absl::UnauthenticatedError(absl::StrCat(
+          "registry ", domain, " asks for unsupported auth scheme ", challenge.scheme));
     }
     return FetchToken(domain, scope, challenge, credential);
   }
@@ -457,11 +481,15 @@ class RegistryClient : public Registry {
     if (!response.ok()) return response.status();
     if (options_.on_response) options_.on_response(static_cast<int>(response->status));
     if (response->status == 401 || response->status == 403) {
-      return absl::UnauthenticatedError(absl::StrCat(
+      absl::Status refused = absl::UnauthenticatedError(absl::StrCat(
           "token server ", realm->second, " refused ",
           credential.has_value() ? absl::StrCat("the credentials of ", credential->username)
                                  : std::string("anonymous access"),
           " for ", domain, " (HTTP ", response->status, ")"));
+      absl::MutexLock lock(&mu_);
+      hosts_[domain].refused = std::string(refused.message());
+      hosts_[domain].refused_until = absl::Now() + kRefusalMemory;
+      return refused;
     }
     if (response->status != 200) {
       return absl::UnavailableError(
@@ -507,6 +535,12 @@ class RegistryClient : public Registry {
   absl::StatusOr<HttpResponse> Send(const std::string& domain, const std::string& scope,
                                     HttpRequest request, bool retry_transport) {
     absl::StatusOr<HostState> host = Host(domain);
+    for (int attempt = 1; !host.ok() && retry_transport && IsRetryable(host.status()) &&
+                          attempt < options_.max_attempts;
+         ++attempt) {
+      options_.sleep(Backoff(attempt));
+      host = Host(domain);
+    }
     if (!host.ok()) return host.status();
     if (!absl::StartsWith(request.url, "http")) {
       request.url = absl::StrCat(host->base_url, request.url.empty() ? "/v2/" : request.url);
@@ -566,10 +600,16 @@ class RegistryClient : public Registry {
           return absl::PermissionDeniedError(absl::StrCat(message, " (insufficient scope)"));
         }
         std::optional<RegistryCredential> credential = options_.credentials.Find(domain);
-        return absl::UnauthenticatedError(absl::StrCat(
+        std::string refused = absl::StrCat(
             message, credential.has_value()
                          ? absl::StrCat(" (credentials of ", credential->username, " refused)")
-                         : std::string(" (no credentials configured)")));
+                         : std::string(" (no credentials configured)"));
+        if (credential.has_value() && absl::EqualsIgnoreCase(challenge.scheme, "basic")) {
+          absl::MutexLock lock(&mu_);
+          hosts_[domain].refused = refused;
+          hosts_[domain].refused_until = absl::Now() + kRefusalMemory;
+        }
+        return absl::UnauthenticatedError(refused);
       }
       case 403:
         return absl::PermissionDeniedError(message);
@@ -605,8 +645,7 @@ class RegistryClient : public Registry {
         int64_t length = std::min(options_.chunk_size, blob.size - offset);
         HttpRequest patch = MakeRequest("PATCH", "", location);
         patch.headers.emplace_back("Content-Type", "application/octet-stream");
-        patch.headers.emplace_back("Content-Range",
-                                   absl::StrCat(offset, "-", offset + length - 1));
+        patch.headers.emplace_back("Content-Range", absl::StrCat(offset, "-", offset + length - 1));
         patch.body_file = file;
         patch.body_offset = offset;
         patch.body_length = length;
@@ -634,6 +673,7 @@ class RegistryClient : public Registry {
 
   RegistryClientOptions options_;
   ClientPool pool_;
+  absl::Mutex probe_mu_;
   absl::Mutex mu_;
   std::map<std::string, HostState> hosts_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Token> tokens_ ABSL_GUARDED_BY(mu_);

@@ -25,8 +25,10 @@ struct RegistryClientOptions {
   // PEM bundle that verifies registries' certificates; empty means the system store.
   std::string ca_file;
   // Attempts per request (and per blob upload) on connection errors, 5xx and 429.
-  int max_attempts = 5;
-  absl::Duration initial_backoff = absl::Milliseconds(200);
+  // Backoff doubles from initial_backoff (with jitter), so the defaults ride out about 8-15 s of
+  // outage, e.g. a registry restart.
+  int max_attempts = 6;
+  absl::Duration initial_backoff = absl::Milliseconds(500);
   absl::Duration max_backoff = absl::Seconds(10);
   // Uploads in PATCH chunks of this many bytes; 0 uploads each blob in one PUT.
   int64_t chunk_size = 0;
