@@ -24,8 +24,8 @@ struct ServiceProcessOptions {
   // "elfdeploy-builder", ...
   std::string binary;
   // Extra flags after --grpc_addr/--metrics_addr (which pick free ports on 127.0.0.1).
-  std::vector<std::string> args;
-  std::vector<std::pair<std::string, std::string>> env;
+  std::vector<std::string> args = {};
+  std::vector<std::pair<std::string, std::string>> env = {};
   // False for binaries that serve no gRPC (the agent).
   bool grpc = true;
   absl::Duration start_timeout = absl::Seconds(30);
