@@ -273,6 +273,21 @@ TEST_F(RegistrySyncTest, TlsIsVerifiedAgainstTheConfiguredCa) {
   EXPECT_EQ(resolved->image.descriptor.digest, image_.manifest_digest);
 }
 
+TEST_F(RegistrySyncTest, InsecureRegistriesSkipVerificationOnlyWhenListed) {
+  RegistryOptions options;
+  options.tls = true;
+  absl::StatusOr<std::unique_ptr<RegistryFixture>> registry = RegistryFixture::Start(options);
+  ASSERT_TRUE(registry.ok()) << registry.status();
+  RegistrySyncOptions insecure;
+  insecure.insecure_registries = {(*registry)->host()};
+  auto sync = Make(insecure);
+  absl::StatusOr<oci::CopyResult> result =
+      Copy(*sync, absl::StrCat("oci:", Layout(), ":v1"),
+           absl::StrCat("docker://", (*registry)->host(), "/insecure/app:v1"));
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->manifest_digest, image_.manifest_digest);
+}
+
 TEST_F(RegistrySyncTest, CorruptContentIsRefusedAndNothingIsTagged) {
   absl::StatusOr<std::unique_ptr<RegistryFixture>> registry = RegistryFixture::Start({});
   ASSERT_TRUE(registry.ok());
@@ -529,6 +544,26 @@ TEST_F(RegistrySyncTest, BearerTokenFlowPushesAndRespectsScopes) {
            credential((*registry)->username(), "wrong"));
   EXPECT_EQ(wrong.status().code(), absl::StatusCode::kUnauthenticated) << wrong.status();
   EXPECT_THAT(wrong.status().message(), HasSubstr("refused the credentials of elfdeploy"));
+}
+
+TEST_F(FaultyRegistryTest, ChunkedUploadsUsePatchAndYieldTheSameImage) {
+  RegistrySyncOptions options;
+  options.chunk_size = 64 * 1024;
+  auto sync = Make(options);
+  std::string dest = absl::StrCat("docker://", proxy_->host(), "/chunked/app:v1");
+  absl::StatusOr<oci::CopyResult> result = Copy(*sync, absl::StrCat("oci:", Layout(), ":v1"), dest);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->manifest_digest, image_.manifest_digest);
+  int patches = 0;
+  for (const ProxyLogEntry& entry : proxy_->Log()) {
+    if (entry.method == "PATCH" && entry.status == 202) ++patches;
+  }
+  // 300000/200000/100000 bytes of random data in 64 KiB chunks, plus the config.
+  EXPECT_GE(patches, 5 + 4 + 2 + 1);
+  absl::StatusOr<nlohmann::json> seen = SkopeoInspect(
+      absl::StrCat("docker://", registry_->host(), "/chunked/app:v1"), {"--tls-verify=false"});
+  ASSERT_TRUE(seen.ok()) << seen.status();
+  EXPECT_EQ((*seen)["Digest"], image_.manifest_digest.ToString());
 }
 
 }  // namespace
