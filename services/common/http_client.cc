@@ -21,14 +21,18 @@ void GlobalInit() {
 }
 
 struct BodyTarget {
+  CURL* curl;
   std::string* buffer;
   const std::function<bool(absl::string_view)>* sink;
   bool aborted = false;
 };
 
+// Bodies of 2xx responses go to the sink when there is one; error bodies stay in the response.
 size_t WriteBody(char* data, size_t size, size_t count, void* user) {
   auto* target = static_cast<BodyTarget*>(user);
-  if (*target->sink) {
+  long status = 0;
+  curl_easy_getinfo(target->curl, CURLINFO_RESPONSE_CODE, &status);
+  if (*target->sink && status >= 200 && status < 300) {
     if (!(*target->sink)(absl::string_view(data, size * count))) {
       target->aborted = true;
       return 0;
@@ -100,7 +104,7 @@ absl::StatusOr<HttpResponse> HttpClient::Do(const HttpRequest& request) {
                    static_cast<long>(absl::ToInt64Milliseconds(options_.connect_timeout)));
   curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, options_.follow_redirects ? 1L : 0L);
   curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, WriteBody);
-  BodyTarget target{&response.body, &request.body_sink};
+  BodyTarget target{curl, &response.body, &request.body_sink};
   curl_easy_setopt(curl, CURLOPT_WRITEDATA, &target);
   if (options_.low_speed_timeout > absl::ZeroDuration()) {
     curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1024L);

@@ -23,8 +23,8 @@ struct HttpRequest {
   std::string body_file;
   int64_t body_offset = 0;
   int64_t body_length = 0;
-  // When set, the response body is handed to this function chunk by chunk instead of being kept
-  // in HttpResponse::body; returning false aborts the transfer (the call fails with ABORTED).
+  // When set, a 2xx response's body is handed to this function chunk by chunk instead of being
+  // kept in HttpResponse::body; returning false aborts the transfer (the call fails with ABORTED).
   std::function<bool(absl::string_view)> body_sink;
   // Skips certificate checks for this request (registries configured as insecure).
   bool skip_tls_verify = false;

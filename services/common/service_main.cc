@@ -47,8 +47,7 @@ std::string Usage(const BinarySpec& spec) {
   BindServerConfig(spec, binder, &defaults);
   if (spec.bind_config) spec.bind_config(binder);
   std::string out = absl::StrCat(
-      "elfdeploy-", spec.name, " ", kVersion,
-      "\n\nUsage: elfdeploy-", spec.name,
+      "elfdeploy-", spec.name, " ", kVersion, "\n\nUsage: elfdeploy-", spec.name,
       " [flags]\n\nFlags:\n"
       "  --config FILE           YAML config file; unknown keys are an error (exit 2)\n");
   if (!spec.default_grpc_addr.empty()) {
@@ -97,7 +96,8 @@ int RunBinary(int argc, char** argv, const BinarySpec& spec, const ComponentFact
   absl::FlagsUsageConfig usage;
   usage.version_string = [binary] { return absl::StrCat(binary, " ", kVersion, "\n"); };
   absl::SetFlagsUsageConfig(usage);
-  absl::SetProgramUsageMessage(absl::StrCat(binary, " [--config FILE] [--grpc_addr HOST:PORT] "
+  absl::SetProgramUsageMessage(absl::StrCat(binary,
+                                            " [--config FILE] [--grpc_addr HOST:PORT] "
                                             "[--metrics_addr HOST:PORT]; see --help"));
   for (int i = 1; i < argc; ++i) {
     absl::string_view arg = argv[i];

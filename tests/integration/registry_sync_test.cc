@@ -566,5 +566,30 @@ TEST_F(FaultyRegistryTest, ChunkedUploadsUsePatchAndYieldTheSameImage) {
   EXPECT_EQ((*seen)["Digest"], image_.manifest_digest.ToString());
 }
 
+TEST_F(FaultyRegistryTest, DownloadsSurviveResetsAndErrorsMidBlob) {
+  auto sync = Make();
+  std::string source = absl::StrCat("docker://", registry_->host(), "/pull/app:v1");
+  ASSERT_TRUE(Copy(*sync, absl::StrCat("oci:", Layout(), ":v1"), source).ok());
+  proxy_->AddFault({.kind = FaultKind::kResetMidResponse,
+                    .method = "GET",
+                    .path_contains = "/blobs/sha256:",
+                    .count = 2});
+  proxy_->AddFault({.kind = FaultKind::kStatus,
+                    .method = "GET",
+                    .path_contains = "/blobs/sha256:",
+                    .count = 1,
+                    .status = 503});
+  std::string out = dir_->Join("pulled");
+  absl::StatusOr<oci::CopyResult> result =
+      Copy(*sync, absl::StrCat("docker://", proxy_->host(), "/pull/app:v1"),
+           absl::StrCat("oci:", out, ":v1"));
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->manifest_digest, image_.manifest_digest);
+  EXPECT_EQ(proxy_->faults_injected(), 3);
+  absl::StatusOr<nlohmann::json> seen = SkopeoInspect(absl::StrCat("oci:", out, ":v1"));
+  ASSERT_TRUE(seen.ok()) << seen.status();
+  EXPECT_EQ((*seen)["Digest"], image_.manifest_digest.ToString());
+}
+
 }  // namespace
 }  // namespace elfdeploy::testing

@@ -127,13 +127,6 @@ class RegistryClient : public Registry {
   explicit RegistryClient(RegistryClientOptions options)
       : options_(std::move(options)), pool_(MakeHttpOptions(options_)) {}
 
-  absl::Status Ping(const std::string& domain) override {
-    absl::StatusOr<HttpResponse> response = Send(domain, "", MakeRequest("GET", ""), true);
-    if (!response.ok()) return response.status();
-    if (response->status != 200) return ErrorFor(*response, "GET", domain, "/v2/");
-    return absl::OkStatus();
-  }
-
   absl::StatusOr<ManifestData> GetManifest(const ImageReference& ref) override {
     std::string path = absl::StrCat("/v2/", ref.path, "/manifests/", ref.Reference());
     HttpRequest request = MakeRequest("GET", path);
@@ -263,8 +256,9 @@ class RegistryClient : public Registry {
         write_status = w->Write(chunk);
         return write_status.ok();
       };
+      // Transport errors are retried here, with a fresh writer, not by Send.
       absl::StatusOr<HttpResponse> response =
-          Send(repo.domain, RepoScope(repo.path, false), std::move(request), true);
+          Send(repo.domain, RepoScope(repo.path, false), std::move(request), false);
       if (!write_status.ok()) return write_status;
       if (response.ok() && response->status == 200) {
         last = w->Commit(blob.digest, blob.size);

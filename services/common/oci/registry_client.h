@@ -53,8 +53,6 @@ class Registry {
  public:
   virtual ~Registry() = default;
 
-  // GET /v2/ on `domain`, authenticating when asked to.
-  virtual absl::Status Ping(const std::string& domain) = 0;
   // The manifest `ref` names (by tag, or by digest, verified).
   virtual absl::StatusOr<ManifestData> GetManifest(const ImageReference& ref) = 0;
   // The digest, media type and size of the manifest `ref` names, without its body; NOT_FOUND
@@ -80,7 +78,8 @@ class Registry {
 
 // The real client: OCI distribution over libcurl, connections reused, anonymous, basic and
 // bearer-token auth (WWW-Authenticate realm/service/scope), retries with backoff on connection
-// errors, 5xx and 429 (honouring Retry-After).
+// errors, 5xx and 429 (honouring Retry-After). The first request to a registry pings /v2/ to
+// choose https or, where allowed, plain http.
 std::unique_ptr<Registry> NewRegistryClient(RegistryClientOptions options);
 
 // True for localhost, 127.0.0.0/8 and ::1 (with or without a port).
