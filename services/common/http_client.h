@@ -23,6 +23,10 @@ struct HttpRequest {
   std::string body_file;
   int64_t body_offset = 0;
   int64_t body_length = 0;
+  // When set (and body_file is not), the body is `body_length` bytes pulled from this function:
+  // it fills up to `max` bytes of `buffer` and returns how many (blocking until some are there),
+  // or -1 to abort the request (the call fails with UNAVAILABLE).
+  std::function<int64_t(char* buffer, size_t max)> body_reader;
   // When set, a 2xx response's body is handed to this function chunk by chunk instead of being
   // kept in HttpResponse::body; returning false aborts the transfer (the call fails with ABORTED).
   std::function<bool(absl::string_view)> body_sink;

@@ -1,6 +1,7 @@
 #include "services/common/oci/copy.h"
 
 #include <atomic>
+#include <cstring>
 #include <filesystem>
 #include <set>
 #include <thread>
@@ -14,6 +15,8 @@ namespace elfdeploy::oci {
 namespace {
 
 using Kind = TransportReference::Kind;
+
+constexpr size_t kStreamBuffer = 4 << 20;
 
 // Where an image's parts are read from.
 class Source {
@@ -63,6 +66,66 @@ class Source {
   Registry& registry_;
   const TransportReference& ref_;
   std::optional<OciLayout> layout_;
+};
+
+// A bounded byte pipe between one writer thread and one reader thread.
+class BytePipe {
+ public:
+  explicit BytePipe(size_t capacity) : buffer_(capacity) {}
+
+  // Blocks while the pipe is full; false once the reader has gone.
+  bool Write(absl::string_view data) {
+    while (!data.empty()) {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](BytePipe* p) { return p->reader_closed_ || p->size_ < p->buffer_.size(); }, this));
+      if (reader_closed_) return false;
+      // Up to the free space, in at most two runs around the end of the ring.
+      size_t tail = (head_ + size_) % buffer_.size();
+      size_t n = std::min(data.size(), buffer_.size() - size_);
+      size_t first = std::min(n, buffer_.size() - tail);
+      std::memcpy(buffer_.data() + tail, data.data(), first);
+      std::memcpy(buffer_.data(), data.data() + first, n - first);
+      size_ += n;
+      data.remove_prefix(n);
+    }
+    return true;
+  }
+
+  // Blocks while the pipe is empty and open; bytes read, 0 at the end, -1 when the writer failed.
+  int64_t Read(char* out, size_t max) {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(
+        +[](BytePipe* p) { return p->writer_closed_ || p->size_ > 0; }, this));
+    if (size_ == 0) return writer_ok_ ? 0 : -1;
+    size_t n = std::min(max, size_);
+    size_t first = std::min(n, buffer_.size() - head_);
+    std::memcpy(out, buffer_.data() + head_, first);
+    std::memcpy(out + first, buffer_.data(), n - first);
+    head_ = (head_ + n) % buffer_.size();
+    size_ -= n;
+    return static_cast<int64_t>(n);
+  }
+
+  void CloseWrite(bool ok) {
+    absl::MutexLock lock(&mu_);
+    writer_closed_ = true;
+    writer_ok_ = ok;
+  }
+
+  void CloseRead() {
+    absl::MutexLock lock(&mu_);
+    reader_closed_ = true;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<char> buffer_;
+  size_t head_ = 0;
+  size_t size_ = 0;
+  bool writer_closed_ = false;
+  bool writer_ok_ = true;
+  bool reader_closed_ = false;
 };
 
 // Runs `tasks` on at most `parallelism` threads; stops starting new ones after the first error,
@@ -157,6 +220,12 @@ class Copier {
       absl::Status spool = OpenSpool();
       if (!spool.ok()) return spool;
     }
+    if (dest_.kind == Kind::kDocker && AlreadyThere(manifests.back())) {
+      // A registry accepts a manifest only when it has its blobs: nothing to move.
+      for (const Descriptor& blob : blobs) Report(blob, BlobAction::kSkipped, 0);
+      if (absl::Status s = WriteManifest(manifests.back(), true); !s.ok()) return s;
+      return Finish(manifests.back());
+    }
     if (observer_.on_plan) {
       CopyPlan plan;
       plan.source_digest = source_digest;
@@ -182,12 +251,7 @@ class Copier {
       bool is_top = i + 1 == manifests.size();
       if (absl::Status s = WriteManifest(manifests[i], is_top); !s.ok()) return s;
     }
-    const ManifestData& written = manifests.back();
-    result_.manifest_digest = written.digest;
-    result_.media_type = written.media_type;
-    result_.manifest_size = static_cast<int64_t>(written.bytes.size());
-    result_.destination = dest_;
-    return result_;
+    return Finish(manifests.back());
   }
 
   ~Copier() {
@@ -198,6 +262,24 @@ class Copier {
   }
 
  private:
+  CopyResult Finish(const ManifestData& written) {
+    absl::MutexLock lock(&mu_);
+    result_.manifest_digest = written.digest;
+    result_.media_type = written.media_type;
+    result_.manifest_size = static_cast<int64_t>(written.bytes.size());
+    result_.destination = dest_;
+    return result_;
+  }
+
+  // True when the destination repository already holds `manifest` (by digest).
+  bool AlreadyThere(const ManifestData& manifest) {
+    ImageReference by_digest = dest_.image;
+    by_digest.tag.clear();
+    by_digest.digest = manifest.digest.ToString();
+    absl::StatusOr<Descriptor> present = registry_.HeadManifest(by_digest);
+    return present.ok() && present->digest == manifest.digest;
+  }
+
   absl::Status OpenSpool() {
     std::string dir = options_.spool_dir;
     if (dir.empty()) {
@@ -264,6 +346,17 @@ class Copier {
     }
     std::string file;
     if (source_.is_registry()) {
+      absl::Status streamed = StreamBlob(blob);
+      if (streamed.ok()) {
+        Report(blob, BlobAction::kUploaded, blob.size);
+        return absl::OkStatus();
+      }
+      if (streamed.code() == absl::StatusCode::kUnauthenticated ||
+          streamed.code() == absl::StatusCode::kPermissionDenied ||
+          streamed.code() == absl::StatusCode::kNotFound) {
+        return streamed;
+      }
+      // A stream cannot be replayed: stage the blob on disk and upload it with retries.
       if (!spool_->HasBlob(blob.digest, blob.size)) {
         absl::Status s = registry_.FetchBlob(source_.ref().image, blob, *spool_);
         if (!s.ok()) return s;
@@ -279,6 +372,33 @@ class Copier {
     if (absl::Status s = registry_.PushBlob(repo, blob, file); !s.ok()) return s;
     Report(blob, BlobAction::kUploaded, blob.size);
     return absl::OkStatus();
+  }
+
+  // Pipes a blob from the source registry into an upload to the destination, hashing it on the
+  // way; the destination registry also refuses content that does not match the digest.
+  absl::Status StreamBlob(const Descriptor& blob) {
+    BytePipe pipe(kStreamBuffer);
+    absl::Status read_status;
+    std::thread producer([&] {
+      Sha256 hasher;
+      int64_t received = 0;
+      read_status = registry_.ReadBlob(source_.ref().image, blob, [&](absl::string_view chunk) {
+        hasher.Update(chunk);
+        received += static_cast<int64_t>(chunk.size());
+        return pipe.Write(chunk);
+      });
+      if (read_status.ok() && (received != blob.size || hasher.Finish() != blob.digest)) {
+        read_status = absl::DataLossError(absl::StrCat("blob ", blob.digest.ToString(), " from ",
+                                                       source_.ref().ToString(),
+                                                       " does not match its digest"));
+      }
+      pipe.CloseWrite(read_status.ok());
+    });
+    absl::Status upload = registry_.UploadBlob(
+        dest_.image, blob, [&pipe](char* buffer, size_t max) { return pipe.Read(buffer, max); });
+    pipe.CloseRead();
+    producer.join();
+    return read_status.ok() ? upload : read_status;
   }
 
   // Copies a blob between layouts through a verifying writer.
@@ -324,6 +444,8 @@ class Copier {
       target.digest = manifest.digest.ToString();
     } else {
       target.digest.clear();
+      absl::StatusOr<Descriptor> tagged = registry_.HeadManifest(target);
+      if (tagged.ok() && tagged->digest == manifest.digest) return absl::OkStatus();
     }
     return registry_.PutManifest(target, manifest);
   }

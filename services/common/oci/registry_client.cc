@@ -242,6 +242,23 @@ class RegistryClient : public Registry {
     return last;
   }
 
+  absl::Status UploadBlob(const ImageReference& repo, const Descriptor& blob,
+                          const std::function<int64_t(char*, size_t)>& reader) override {
+    return UploadOnce(repo, blob, "", reader);
+  }
+
+  absl::Status ReadBlob(const ImageReference& repo, const Descriptor& blob,
+                        const std::function<bool(absl::string_view)>& sink) override {
+    std::string path = absl::StrCat("/v2/", repo.path, "/blobs/", blob.digest.ToString());
+    HttpRequest request = MakeRequest("GET", path);
+    request.body_sink = sink;
+    absl::StatusOr<HttpResponse> response =
+        Send(repo.domain, RepoScope(repo.path, false), std::move(request), false);
+    if (!response.ok()) return response.status();
+    if (response->status != 200) return ErrorFor(*response, "GET", repo.domain, path);
+    return absl::OkStatus();
+  }
+
   absl::Status FetchBlob(const ImageReference& repo, const Descriptor& blob,
                          OciLayout& layout) override {
     std::string path = absl::StrCat("/v2/", repo.path, "/blobs/", blob.digest.ToString());
@@ -623,8 +640,19 @@ class RegistryClient : public Registry {
     }
   }
 
+  // One upload session; the bytes come from `file` or, when it is empty, from `reader`.
   absl::Status UploadOnce(const ImageReference& repo, const Descriptor& blob,
-                          const std::string& file) {
+                          const std::string& file,
+                          const std::function<int64_t(char*, size_t)>& reader = {}) {
+    auto set_body = [&](HttpRequest& request, int64_t offset, int64_t length) {
+      if (file.empty()) {
+        request.body_reader = reader;
+      } else {
+        request.body_file = file;
+        request.body_offset = offset;
+      }
+      request.body_length = length;
+    };
     std::string scope = RepoScope(repo.path, true);
     std::string start = absl::StrCat("/v2/", repo.path, "/blobs/uploads/");
     absl::StatusOr<HttpResponse> response =
@@ -640,9 +668,7 @@ class RegistryClient : public Registry {
         HttpRequest patch = MakeRequest("PATCH", "", location);
         patch.headers.emplace_back("Content-Type", "application/octet-stream");
         patch.headers.emplace_back("Content-Range", absl::StrCat(offset, "-", offset + length - 1));
-        patch.body_file = file;
-        patch.body_offset = offset;
-        patch.body_length = length;
+        set_body(patch, offset, length);
         response = Send(repo.domain, scope, std::move(patch), false);
         if (!response.ok()) return response.status();
         if (response->status != 202) return ErrorFor(*response, "PATCH", repo.domain, start);
@@ -654,11 +680,7 @@ class RegistryClient : public Registry {
                                        "digest=", blob.digest.ToString());
     HttpRequest put = MakeRequest("PUT", "", put_url);
     put.headers.emplace_back("Content-Type", "application/octet-stream");
-    if (offset < blob.size) {
-      put.body_file = file;
-      put.body_offset = offset;
-      put.body_length = blob.size - offset;
-    }
+    if (offset < blob.size) set_body(put, offset, blob.size - offset);
     response = Send(repo.domain, scope, std::move(put), false);
     if (!response.ok()) return response.status();
     if (response->status != 201) return ErrorFor(*response, "PUT", repo.domain, start);

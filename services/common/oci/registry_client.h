@@ -69,6 +69,13 @@ class Registry {
   // Uploads the `blob` bytes from `file`, restarting the upload on retryable failures.
   virtual absl::Status PushBlob(const ImageReference& repo, const Descriptor& blob,
                                 const std::string& file) = 0;
+  // One upload of `blob.size` bytes pulled from `reader` (see HttpRequest::body_reader), without
+  // retries: a stream cannot be replayed.
+  virtual absl::Status UploadBlob(const ImageReference& repo, const Descriptor& blob,
+                                  const std::function<int64_t(char*, size_t)>& reader) = 0;
+  // One download of a blob's bytes into `sink` (false aborts), without retries or verification.
+  virtual absl::Status ReadBlob(const ImageReference& repo, const Descriptor& blob,
+                                const std::function<bool(absl::string_view)>& sink) = 0;
   // Downloads a blob into `layout`, verified against the descriptor's digest and size.
   virtual absl::Status FetchBlob(const ImageReference& repo, const Descriptor& blob,
                                  OciLayout& layout) = 0;
