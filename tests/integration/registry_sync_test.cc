@@ -591,5 +591,33 @@ TEST_F(FaultyRegistryTest, DownloadsSurviveResetsAndErrorsMidBlob) {
   EXPECT_EQ((*seen)["Digest"], image_.manifest_digest.ToString());
 }
 
+TEST_F(FaultyRegistryTest, BrokenStreamBetweenRegistriesFallsBackToStaging) {
+  absl::StatusOr<std::unique_ptr<RegistryFixture>> target = RegistryFixture::Start({});
+  ASSERT_TRUE(target.ok());
+  RegistrySyncOptions options;
+  options.spool_dir = dir_->Join("spool");
+  auto sync = Make(options);
+  ASSERT_TRUE(Copy(*sync, absl::StrCat("oci:", Layout(), ":v1"),
+                   absl::StrCat("docker://", registry_->host(), "/src/app:v1"))
+                  .ok());
+  proxy_->AddFault({.kind = FaultKind::kResetMidResponse, .method = "GET",
+                    .path_contains = "/blobs/sha256:", .count = 2});
+  Counts counts;
+  absl::StatusOr<oci::CopyResult> result =
+      Copy(*sync, absl::StrCat("docker://", proxy_->host(), "/src/app:v1"),
+           absl::StrCat("docker://", (*target)->host(), "/dst/app:v1"), &counts);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->manifest_digest, image_.manifest_digest);
+  EXPECT_EQ(counts.uploaded, 4);
+  EXPECT_EQ(proxy_->faults_injected(), 2);
+  absl::StatusOr<nlohmann::json> seen = SkopeoInspect(
+      absl::StrCat("docker://", (*target)->host(), "/dst/app:v1"), {"--tls-verify=false"});
+  ASSERT_TRUE(seen.ok()) << seen.status();
+  EXPECT_EQ((*seen)["Digest"], image_.manifest_digest.ToString());
+  absl::StatusOr<oci::OciLayout> spool = oci::OciLayout::Open(options.spool_dir);
+  ASSERT_TRUE(spool.ok());
+  for (const oci::Digest& layer : image_.layers) EXPECT_FALSE(spool->HasBlob(layer));
+}
+
 }  // namespace
 }  // namespace elfdeploy::testing

@@ -370,6 +370,10 @@ class Copier {
       file = source_.layout()->BlobPath(blob.digest);
     }
     if (absl::Status s = registry_.PushBlob(repo, blob, file); !s.ok()) return s;
+    if (source_.is_registry()) {
+      std::error_code ignored;
+      std::filesystem::remove(file, ignored);  // the spool is a staging area, not a cache
+    }
     Report(blob, BlobAction::kUploaded, blob.size);
     return absl::OkStatus();
   }
