@@ -11,8 +11,11 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev libabsl-dev
   libyaml-cpp-dev libgit2-dev prometheus-cpp-dev libcurl4-openssl-dev nlohmann-json3-dev
   libssl-dev zlib1g-dev libarchive-dev libsqlite3-dev libgtest-dev libgmock-dev libbenchmark-dev
+  libdeflate-dev
   # real peers for the tests and the local demo
   docker-registry git lighttpd apache2-utils openssl curl prometheus skopeo umoci
+  # RUN steps of the builder, and a static shell for its tests
+  buildah busybox-static
   # npm, for buf (buf lint, buf curl)
   nodejs npm
 )

@@ -1,23 +1,43 @@
 #pragma once
 
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "elfdeploy/v1/builder.grpc.pb.h"
+#include "services/builder/build.h"
+#include "services/common/config.h"
+#include "services/common/oci/registry_client.h"
 #include "services/common/service_main.h"
 
 namespace elfdeploy {
 
-// elfdeploy.v1.BuilderService. Every RPC answers UNIMPLEMENTED until its logic lands: daemonless
-// Dockerfile builds and Scaffold land with the builder issue (#4).
+// The builder binary's settings (`builder.*` and the `registry.*` used to pull FROM images).
+struct BuilderServiceOptions {
+  builder::BuilderOptions builder;
+  std::string auth_file;
+  std::vector<std::string> insecure_registries;
+  std::string ca_file;
+};
+
+void BindBuilderConfig(ConfigBinder& binder, BuilderServiceOptions* options);
+
+// elfdeploy.v1.BuilderService: a thin adapter over builder::Builder and builder::Scaffold.
 class BuilderServiceImpl final : public v1::BuilderService::Service {
  public:
+  explicit BuilderServiceImpl(std::unique_ptr<builder::Builder> builder)
+      : builder_(std::move(builder)) {}
+
   grpc::Status Build(grpc::ServerContext* context, const v1::BuildRequest* request,
                      grpc::ServerWriter<v1::BuildResponse>* writer) override;
   grpc::Status Scaffold(grpc::ServerContext* context, const v1::ScaffoldRequest* request,
                         v1::ScaffoldResponse* response) override;
+
+ private:
+  std::unique_ptr<builder::Builder> builder_;
 };
 
-// The builder binary's services.
-std::unique_ptr<ServiceSet> MakeBuilderServices();
+absl::StatusOr<std::unique_ptr<Component>> MakeBuilderComponent(
+    const BuilderServiceOptions& options, const ComponentContext& context);
 
 }  // namespace elfdeploy

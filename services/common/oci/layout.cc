@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -11,6 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
 #include "nlohmann/json.hpp"
 
 namespace elfdeploy::oci {
@@ -30,7 +32,8 @@ absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
 
 // Writes `data` to `path` through a temporary file and rename, so readers never see half a file.
 absl::Status WriteFileAtomically(const std::string& path, absl::string_view data) {
-  std::string temp = absl::StrCat(path, ".tmp-", getpid());
+  static std::atomic<uint64_t> counter{0};
+  std::string temp = absl::StrCat(path, ".tmp-", getpid(), "-", counter.fetch_add(1));
   {
     std::ofstream out(temp, std::ios::binary | std::ios::trunc);
     out.write(data.data(), static_cast<std::streamsize>(data.size()));
@@ -44,6 +47,12 @@ absl::Status WriteFileAtomically(const std::string& path, absl::string_view data
     return absl::InternalError(absl::StrCat("rename to ", path, ": ", ec.message()));
   }
   return absl::OkStatus();
+}
+
+// index.json is read, changed and replaced as a whole: one writer at a time in this process.
+absl::Mutex& IndexMutex() {
+  static absl::Mutex* mu = new absl::Mutex();
+  return *mu;
 }
 
 }  // namespace
@@ -192,11 +201,26 @@ absl::StatusOr<Descriptor> OciLayout::Resolve(absl::string_view ref) const {
                    " not found (refs: ", names.empty() ? "none" : absl::StrJoin(names, ", "), ")"));
 }
 
+absl::Status OciLayout::Untag(absl::string_view ref) {
+  absl::MutexLock lock(&IndexMutex());
+  absl::StatusOr<Index> index = ReadIndex();
+  if (!index.ok()) return index.status();
+  std::vector<Descriptor> kept;
+  for (Descriptor& d : index->manifests) {
+    auto name = d.annotations.find(kRefNameAnnotation);
+    if (name != d.annotations.end() && name->second == ref) continue;
+    kept.push_back(std::move(d));
+  }
+  index->manifests = std::move(kept);
+  return WriteFileAtomically(absl::StrCat(dir_, "/index.json"), SerializeIndex(*index));
+}
+
 absl::Status OciLayout::Tag(absl::string_view ref, Descriptor descriptor) {
   if (!HasBlob(descriptor.digest, descriptor.size)) {
     return absl::FailedPreconditionError(absl::StrCat("cannot name ", descriptor.digest.ToString(),
                                                       " in ", dir_, ": its blob is missing"));
   }
+  absl::MutexLock lock(&IndexMutex());
   absl::StatusOr<Index> index = ReadIndex();
   if (!index.ok()) return index.status();
   std::vector<Descriptor> kept;

@@ -67,6 +67,8 @@ class OciLayout {
   // Names `descriptor` as `ref` in index.json (replacing an entry of that name), atomically.
   // The blob must already be in the layout (FAILED_PRECONDITION otherwise).
   absl::Status Tag(absl::string_view ref, Descriptor descriptor);
+  // Removes the index.json entry named `ref` (its blobs stay); OK when there is none.
+  absl::Status Untag(absl::string_view ref);
 
  private:
   explicit OciLayout(std::string dir) : dir_(std::move(dir)) {}
