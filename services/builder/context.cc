@@ -86,8 +86,8 @@ absl::StatusOr<BuildContext> BuildContext::Open(const std::string& dir, ContextO
 
 absl::StatusOr<SourceFile> BuildContext::Stat(const std::string& rel_path, bool follow) const {
   std::string abs = rel_path == "." ? root_ : absl::StrCat(root_, "/", rel_path);
-  // Every directory on the way must resolve inside the context.
-  std::string parent = abs.substr(0, abs.rfind('/'));
+  // Every directory on the way must resolve inside the context (the root is canonical).
+  std::string parent = rel_path == "." ? root_ : abs.substr(0, abs.rfind('/'));
   char* real_parent = realpath(parent.c_str(), nullptr);
   if (real_parent == nullptr) return absl::NotFoundError(absl::StrCat(rel_path, ": not found"));
   std::string resolved_parent = real_parent;
