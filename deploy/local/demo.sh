@@ -133,6 +133,7 @@ wait_for_port "$git_port" || die "git daemon did not start: $(cat "$state/logs/g
 export DOCKER_REGISTRY=127.0.0.1:$registry_port
 export GITOPS_REPO=git://127.0.0.1:$git_port/gitops.git
 export ELFDEPLOY_ORCHESTRATOR_DATA_DIR=$state/orchestrator
+export ELFDEPLOY_BUILDER_STORE_DIR=$state/builder
 
 say "starting elfdeploy"
 services=(orchestrator builder registry-sync manifest-publisher cluster-watcher)

@@ -1236,10 +1236,15 @@ absl::StatusOr<std::unique_ptr<Builder>> Builder::Create(BuilderOptions options)
 absl::StatusOr<BuildOutput> Builder::Build(const BuildParams& params,
                                            const BuildObserver& observer) {
   std::string id;
+  int position = -1;
   {
     absl::MutexLock lock(&mu_);
-    if (running_ >= options_.max_parallel_builds && observer.queued) observer.queued(waiting_);
+    if (running_ >= options_.max_parallel_builds) position = waiting_;
     ++waiting_;
+  }
+  if (position >= 0 && observer.queued) observer.queued(position);  // not under the lock
+  {
+    absl::MutexLock lock(&mu_);
     mu_.Await(absl::Condition(
         +[](Builder* b) { return b->running_ < b->options_.max_parallel_builds; }, this));
     --waiting_;

@@ -6,10 +6,12 @@
 #include <fstream>
 #include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -438,6 +440,38 @@ TEST_F(BuilderTest, RunStepsGoToBuildah) {
   ASSERT_TRUE(Build(*builder, &again).ok());
   EXPECT_EQ(again.bytes, 0);
   EXPECT_TRUE(again.logs.empty());
+}
+
+TEST_F(BuilderTest, BuildsBeyondTheParallelLimitWaitInAQueue) {
+  WriteApp();
+  BuilderOptions one;
+  one.max_parallel_builds = 1;
+  auto builder = Make(dir_->Join("store"), one);
+  absl::Notification first_started;
+  absl::Notification release;
+  BuildParams params;
+  params.context_dir = Ctx();
+  params.tags = {"queued:v1"};
+  BuildObserver blocking;
+  blocking.started = [&](const std::string&, int, const std::string&) {
+    first_started.Notify();
+    release.WaitForNotification();
+  };
+  absl::StatusOr<BuildOutput> first;
+  std::thread thread([&] { first = builder->Build(params, blocking); });
+  ASSERT_TRUE(first_started.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  int position = -1;
+  BuildObserver queued;
+  queued.queued = [&](int p) {
+    position = p;
+    release.Notify();
+  };
+  absl::StatusOr<BuildOutput> second = builder->Build(params, queued);
+  thread.join();
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(position, 0);
+  EXPECT_EQ(first->manifest.digest, second->manifest.digest);
 }
 
 }  // namespace

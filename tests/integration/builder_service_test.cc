@@ -19,8 +19,8 @@ using ::testing::HasSubstr;
 
 absl::StatusOr<CommandResult> BufCurl(const std::string& url, const std::string& body) {
   ProcessOptions options;
-  options.argv = {BufPath(), "curl", "--protocol", "grpc", "--http2-prior-knowledge", "-d", body,
-                  url};
+  options.argv = {BufPath(), "curl", "--protocol", "grpc", "--http2-prior-knowledge",
+                  "-d",      body,   url};
   options.env = {{"BUF_CACHE_DIR", absl::StrCat(::testing::TempDir(), "/buf-cache")}};
   return RunCommand(std::move(options), absl::Seconds(300));
 }
@@ -33,14 +33,17 @@ std::vector<nlohmann::json> JsonMessages(const std::string& output) {
   for (size_t i = 0; i < output.size(); ++i) {
     char c = output[i];
     if (in_string) {
-      if (c == '\\') ++i;
-      else if (c == '"') in_string = false;
+      if (c == '\\')
+        ++i;
+      else if (c == '"')
+        in_string = false;
       continue;
     }
     if (c == '"') in_string = true;
     if (c == '{' && depth++ == 0) start = i;
     if (c == '}' && --depth == 0) {
-      nlohmann::json json = nlohmann::json::parse(output.substr(start, i - start + 1), nullptr, false);
+      nlohmann::json json =
+          nlohmann::json::parse(output.substr(start, i - start + 1), nullptr, false);
       if (!json.is_discarded()) out.push_back(json);
     }
   }
@@ -56,10 +59,12 @@ TEST(BuilderServiceTest, ScaffoldBuildCopyAndSkopeoAcceptsIt) {
                   .ok());
   ASSERT_TRUE(WriteFile(app + "/app.yaml", "name: executive-team\nkind: team\nport: 8090\n").ok());
 
-  absl::StatusOr<std::unique_ptr<ServiceProcess>> builder = ServiceProcess::Start(
-      {.binary = "elfdeploy-builder", .env = {{"ELFDEPLOY_BUILDER_STORE_DIR", dir->Join("store")}}});
+  absl::StatusOr<std::unique_ptr<ServiceProcess>> builder =
+      ServiceProcess::Start({.binary = "elfdeploy-builder",
+                             .env = {{"ELFDEPLOY_BUILDER_STORE_DIR", dir->Join("store")}}});
   ASSERT_TRUE(builder.ok()) << builder.status();
-  std::string base = absl::StrCat("http://", (*builder)->grpc_addr(), "/elfdeploy.v1.BuilderService/");
+  std::string base =
+      absl::StrCat("http://", (*builder)->grpc_addr(), "/elfdeploy.v1.BuilderService/");
 
   absl::StatusOr<CommandResult> scaffold =
       BufCurl(base + "Scaffold", absl::StrCat(R"({"appDir":")", app, R"("})"));
@@ -71,7 +76,7 @@ TEST(BuilderServiceTest, ScaffoldBuildCopyAndSkopeoAcceptsIt) {
   std::vector<std::string> paths;
   for (const auto& file : scaffolded["files"]) paths.push_back(file["path"]);
   EXPECT_THAT(paths, ::testing::UnorderedElementsAre("Dockerfile", "requirements.txt",
-                                                      "k8s/deployment.yaml"));
+                                                     "k8s/deployment.yaml"));
 
   // The scaffolded Dockerfile starts FROM python:3.11-slim, which needs the internet: build the
   // app from scratch instead, with the scaffolded files in the image.
@@ -79,8 +84,8 @@ TEST(BuilderServiceTest, ScaffoldBuildCopyAndSkopeoAcceptsIt) {
                         "FROM scratch\nWORKDIR /app\nCOPY . .\nEXPOSE 8090\n"
                         "CMD [\"python\", \"team_server.py\"]\n")
                   .ok());
-  std::string request = absl::StrCat(R"({"contextDir":")", app,
-                                     R"(","tags":["elf-automations/executive-team:v1"]})");
+  std::string request =
+      absl::StrCat(R"({"contextDir":")", app, R"(","tags":["elf-automations/executive-team:v1"]})");
   absl::StatusOr<CommandResult> build = BufCurl(base + "Build", request);
   ASSERT_TRUE(build.ok());
   ASSERT_EQ(build->exit_code, 0) << build->output;
@@ -91,7 +96,8 @@ TEST(BuilderServiceTest, ScaffoldBuildCopyAndSkopeoAcceptsIt) {
   std::string digest = result["manifestDigest"];
   EXPECT_THAT(digest, ::testing::StartsWith("sha256:"));
   std::string layout_reference = result["layoutReference"];
-  EXPECT_EQ(layout_reference, absl::StrCat("oci:", dir->Join("store"), ":elf-automations/executive-team:v1"));
+  EXPECT_EQ(layout_reference,
+            absl::StrCat("oci:", dir->Join("store"), ":elf-automations/executive-team:v1"));
 
   // Unchanged rebuild: every layer from the cache, nothing written, same digest.
   absl::StatusOr<CommandResult> again = BufCurl(base + "Build", request);
@@ -124,7 +130,8 @@ TEST(BuilderServiceTest, ScaffoldBuildCopyAndSkopeoAcceptsIt) {
   EXPECT_EQ(seen["Digest"], digest);
   EXPECT_EQ(seen["Architecture"], "amd64");
 
-  absl::StatusOr<CommandResult> bad = BufCurl(base + "Build", R"({"contextDir":"relative","tags":["x"]})");
+  absl::StatusOr<CommandResult> bad =
+      BufCurl(base + "Build", R"({"contextDir":"relative","tags":["x"]})");
   EXPECT_THAT(bad->output, HasSubstr("invalid_argument"));
 }
 
