@@ -817,8 +817,8 @@ class Builder::Run {
     // The layer's entries, keyed by image path; parents of the destination are created.
     std::map<std::string, LayerEntry> entries;
     auto add_dir = [&](const std::string& image_path) {
-      for (std::string p = image_path; p != "/" && p != ".";
-           p = fs::path(p).parent_path().string()) {
+      for (std::string p = image_path; p.size() > 1 && p != ".";
+           p = p.substr(0, std::max<size_t>(p.rfind('/'), 1))) {
         std::string rel = p.substr(1);
         if (entries.count(rel) == 0) {
           LayerEntry dir;
@@ -842,6 +842,8 @@ class Builder::Run {
       if (file.type == LayerEntry::Type::kFile) {
         e.source_file = file.abs_path;
         e.size = file.size;
+        e.source_mtime_ns = file.mtime_ns;
+        e.source_inode = file.inode;
         if (absl::Status s = source->Charge(file.size); !s.ok()) return s;
       } else if (file.type == LayerEntry::Type::kSymlink) {
         e.link_target = file.link_target;
@@ -891,8 +893,9 @@ class Builder::Run {
       std::string content;
       if (e.type == LayerEntry::Type::kFile) {
         if (!e.source_file.empty()) {
-          absl::StatusOr<oci::Digest> digest = b_.FileDigest(e.source_file);
+          absl::StatusOr<oci::Digest> digest = b_.FileDigest(e);
           if (!digest.ok()) return AtLine(in, digest.status());
+          if (e.source_file.empty()) source_bytes_read_ += e.size;  // it had to be read
           content = digest->ToString();
         } else {
           content = Sha256Hex(e.content);
@@ -926,6 +929,10 @@ class Builder::Run {
     if (outcome != BuildObserver::Cache::kHit) {
       LayerOptions options;
       options.mtime = epoch_;
+      options.compression_level = b_.options_.compression_level;
+      for (const LayerEntry& e : entries) {
+        if (!e.source_file.empty()) source_bytes_read_ += e.size;  // read by the tar writer
+      }
       absl::StatusOr<LayerResult> result = WriteLayer(std::move(entries), options, b_.store_);
       if (!result.ok()) return AtLine(in, result.status());
       layer = {oci::kOciLayerGzip, result->digest, result->size, std::nullopt, {}, {}};
@@ -1190,6 +1197,7 @@ class Builder::Run {
     output.source_url = source;
     output.source_revision = revision;
     output.created_epoch = epoch_;
+    output.source_bytes_read = source_bytes_read_;
     return output;
   }
 
@@ -1207,6 +1215,7 @@ class Builder::Run {
   int step_ = 0;
   absl::Time step_start_;
   int rootfs_count_ = 0;
+  int64_t source_bytes_read_ = 0;
   std::vector<std::string> temp_dirs_;
 };
 
@@ -1261,29 +1270,30 @@ absl::StatusOr<BuildOutput> Builder::Build(const BuildParams& params,
   return output;
 }
 
-absl::StatusOr<oci::Digest> Builder::FileDigest(const std::string& path) {
-  struct stat st {};
-  if (stat(path.c_str(), &st) != 0) return absl::NotFoundError(absl::StrCat(path, ": not found"));
-  int64_t mtime = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+absl::StatusOr<oci::Digest> Builder::FileDigest(LayerEntry& entry) {
+  const std::string path = entry.source_file;  // a copy: the entry's is cleared below
   {
     absl::MutexLock lock(&mu_);
     auto it = file_digests_.find(path);
-    if (it != file_digests_.end() && it->second.size == st.st_size &&
-        it->second.mtime_ns == mtime && it->second.inode == st.st_ino) {
+    if (it != file_digests_.end() && it->second.size == entry.size &&
+        it->second.mtime_ns == entry.source_mtime_ns && it->second.inode == entry.source_inode) {
       return oci::Digest::Parse(it->second.digest);
     }
   }
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot be read"));
-  oci::Sha256 hasher;
-  std::vector<char> buffer(1 << 16);
-  while (in) {
-    in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
-    hasher.Update(absl::string_view(buffer.data(), static_cast<size_t>(in.gcount())));
+  std::string content(static_cast<size_t>(entry.size), '\0');
+  in.read(content.data(), entry.size);
+  if (in.gcount() != entry.size || in.peek() != std::char_traits<char>::eof()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        path, " changed while the build read it (listed with ", entry.size, " bytes)"));
   }
-  oci::Digest digest = hasher.Finish();
+  oci::Digest digest = oci::Digest::Sha256Of(content);
+  entry.content = std::move(content);
+  entry.source_file.clear();
   absl::MutexLock lock(&mu_);
-  file_digests_[path] = FileStamp{st.st_size, mtime, st.st_ino, digest.ToString()};
+  file_digests_[path] =
+      FileStamp{entry.size, entry.source_mtime_ns, entry.source_inode, digest.ToString()};
   file_digests_dirty_ = true;
   return digest;
 }

@@ -22,6 +22,8 @@ struct BuilderOptions {
   std::string store_dir = "/var/lib/elfdeploy/builder";
   // Default SOURCE_DATE_EPOCH.
   int64_t source_date_epoch = 0;
+  // libdeflate level of new layers (LayerOptions); changing it changes digests.
+  int compression_level = 2;
   ContextOptions context;
   // The engine RUN instructions are handed to; empty disables RUN.
   std::string run_engine = "buildah";
@@ -73,6 +75,8 @@ struct BuildOutput {
   std::string source_url;
   std::string source_revision;
   int64_t created_epoch = 0;
+  // Bytes of source files read (for digests and layers); 0 when every file was known unchanged.
+  int64_t source_bytes_read = 0;
 };
 
 // Builds OCI images from Dockerfiles without a daemon: FROM pulls through the shared OCI client
@@ -96,8 +100,10 @@ class Builder {
   friend class Run;
   explicit Builder(BuilderOptions options, oci::OciLayout store);
 
-  // sha256 of a file's content, reusing the last value while size, mtime and inode are unchanged.
-  absl::StatusOr<oci::Digest> FileDigest(const std::string& path);
+  // sha256 of the file `entry` names, reusing the last value while its size, mtime and inode are
+  // those listed in `entry`. When the file has to be read, its bytes are moved into
+  // `entry.content` so that the layer does not read it again.
+  absl::StatusOr<oci::Digest> FileDigest(LayerEntry& entry);
   void SaveFileDigests();
   std::optional<std::string> CacheGet(const std::string& key);
   void CachePut(const std::string& key, const std::string& value);

@@ -75,6 +75,7 @@ absl::StatusOr<builder::AppSpec> SpecFromProto(const v1::AppConfig& app) {
 void BindBuilderConfig(ConfigBinder& binder, BuilderServiceOptions* options) {
   binder.Bind("builder.store_dir", &options->builder.store_dir);
   binder.Bind("builder.source_date_epoch", &options->builder.source_date_epoch);
+  binder.Bind("builder.compression_level", &options->builder.compression_level);
   binder.Bind("builder.run_engine", &options->builder.run_engine);
   binder.Bind("builder.run_engine_args", &options->builder.run_engine_args);
   binder.Bind("builder.max_parallel_builds", &options->builder.max_parallel_builds);

@@ -41,25 +41,6 @@ absl::StatusOr<std::vector<std::string>> ListDir(const std::string& path) {
 
 }  // namespace
 
-std::string CleanPath(const std::string& path) {
-  bool absolute = absl::StartsWith(path, "/");
-  std::vector<std::string> parts;
-  for (absl::string_view part : absl::StrSplit(path, '/', absl::SkipEmpty())) {
-    if (part == ".") continue;
-    if (part == "..") {
-      if (!parts.empty() && parts.back() != "..") {
-        parts.pop_back();
-      } else if (!absolute) {
-        parts.emplace_back("..");
-      }
-      continue;
-    }
-    parts.emplace_back(part);
-  }
-  std::string out = absl::StrCat(absolute ? "/" : "", absl::StrJoin(parts, "/"));
-  return out.empty() ? "." : out;
-}
-
 absl::StatusOr<BuildContext> BuildContext::Open(const std::string& dir, ContextOptions options) {
   char* real = realpath(dir.c_str(), nullptr);
   if (real == nullptr)
@@ -84,17 +65,20 @@ absl::StatusOr<BuildContext> BuildContext::Open(const std::string& dir, ContextO
   return BuildContext(std::move(root), options, std::move(ignore));
 }
 
-absl::StatusOr<SourceFile> BuildContext::Stat(const std::string& rel_path, bool follow) const {
+absl::StatusOr<SourceFile> BuildContext::Stat(const std::string& rel_path, bool follow,
+                                              bool parent_verified) const {
   std::string abs = rel_path == "." ? root_ : absl::StrCat(root_, "/", rel_path);
   // Every directory on the way must resolve inside the context (the root is canonical).
-  std::string parent = rel_path == "." ? root_ : abs.substr(0, abs.rfind('/'));
-  char* real_parent = realpath(parent.c_str(), nullptr);
-  if (real_parent == nullptr) return absl::NotFoundError(absl::StrCat(rel_path, ": not found"));
-  std::string resolved_parent = real_parent;
-  std::free(real_parent);
-  if (resolved_parent != root_ && !absl::StartsWith(resolved_parent, root_ + "/")) {
-    return absl::PermissionDeniedError(
-        absl::StrCat(rel_path, ": a symlink leads outside the build context"));
+  if (!parent_verified) {
+    std::string parent = rel_path == "." ? root_ : abs.substr(0, abs.rfind('/'));
+    char* real_parent = realpath(parent.c_str(), nullptr);
+    if (real_parent == nullptr) return absl::NotFoundError(absl::StrCat(rel_path, ": not found"));
+    std::string resolved_parent = real_parent;
+    std::free(real_parent);
+    if (resolved_parent != root_ && !absl::StartsWith(resolved_parent, root_ + "/")) {
+      return absl::PermissionDeniedError(
+          absl::StrCat(rel_path, ": a symlink leads outside the build context"));
+    }
   }
   struct stat st {};
   if (lstat(abs.c_str(), &st) != 0)
@@ -221,7 +205,7 @@ absl::StatusOr<std::vector<SourceFile>> BuildContext::Walk(const SourceFile& dir
     for (const std::string& name : *names) {
       std::string rel = Join(current, name);
       bool ignored = ignore_.has_value() && ignore_->Excluded(rel);
-      absl::StatusOr<SourceFile> file = Stat(rel, /*follow=*/false);
+      absl::StatusOr<SourceFile> file = Stat(rel, /*follow=*/false, /*parent_verified=*/true);
       if (ignored) {
         // An excluded directory is still entered when a "!" pattern may re-include its content.
         if (file.ok() && file->type == LayerEntry::Type::kDirectory &&

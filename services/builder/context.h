@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "services/builder/dockerignore.h"
 #include "services/builder/layer.h"
+#include "services/builder/path_util.h"
 
 namespace elfdeploy::builder {
 
@@ -61,15 +62,15 @@ class BuildContext {
   BuildContext(std::string root, ContextOptions options, std::optional<DockerIgnore> ignore)
       : root_(std::move(root)), options_(options), ignore_(std::move(ignore)) {}
 
-  absl::StatusOr<SourceFile> Stat(const std::string& rel_path, bool follow) const;
+  // `parent_verified`: the entry was listed in a directory already known to be inside the
+  // context, so only the entry itself (a symlink) can lead out.
+  absl::StatusOr<SourceFile> Stat(const std::string& rel_path, bool follow,
+                                  bool parent_verified = false) const;
 
   std::string root_;  // canonical
   ContextOptions options_;
   std::optional<DockerIgnore> ignore_;
   mutable int64_t charged_ = 0;
 };
-
-// Cleans a path lexically as Go's path.Clean does ("a/./b/../c" -> "a/c"); "" -> ".".
-std::string CleanPath(const std::string& path);
 
 }  // namespace elfdeploy::builder

@@ -12,6 +12,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "services/builder/path_util.h"
 
 namespace elfdeploy::builder {
 namespace {
@@ -70,43 +71,6 @@ bool IsPlatformArg(absl::string_view name) {
     if (name == arg) return true;
   }
   return false;
-}
-
-// Decodes the UTF-8 sequence at s[i] as Go does: an invalid byte is U+FFFD of size 1.
-size_t DecodeRune(absl::string_view s, size_t i, char32_t* rune) {
-  const auto b0 = static_cast<unsigned char>(s[i]);
-  if (b0 < 0x80) {
-    *rune = b0;
-    return 1;
-  }
-  size_t size = 0;
-  char32_t r = 0;
-  char32_t min = 0;
-  if ((b0 & 0xE0) == 0xC0) {
-    size = 2, r = b0 & 0x1F, min = 0x80;
-  } else if ((b0 & 0xF0) == 0xE0) {
-    size = 3, r = b0 & 0x0F, min = 0x800;
-  } else if ((b0 & 0xF8) == 0xF0) {
-    size = 4, r = b0 & 0x07, min = 0x10000;
-  }
-  if (size == 0 || i + size > s.size()) {
-    *rune = 0xFFFD;
-    return 1;
-  }
-  for (size_t k = 1; k < size; ++k) {
-    const auto b = static_cast<unsigned char>(s[i + k]);
-    if ((b & 0xC0) != 0x80) {
-      *rune = 0xFFFD;
-      return 1;
-    }
-    r = (r << 6) | (b & 0x3F);
-  }
-  if (r < min || r > 0x10FFFF || (r >= 0xD800 && r <= 0xDFFF)) {
-    *rune = 0xFFFD;
-    return 1;
-  }
-  *rune = r;
-  return size;
 }
 
 void AppendRune(char32_t r, std::string* out) {

@@ -22,6 +22,9 @@ struct LayerEntry {
   std::string source_file;
   std::string content;
   int64_t size = 0;
+  // The version of `source_file` that was listed (for digest caches).
+  int64_t source_mtime_ns = 0;
+  uint64_t source_inode = 0;
   // kSymlink: the link target, as written.
   std::string link_target;
 };
@@ -31,7 +34,9 @@ struct LayerOptions {
   int64_t mtime = 0;
   // Bytes of tar compressed per gzip member; members are compressed in parallel.
   size_t chunk_size = 4 << 20;
-  int compression_level = 6;
+  // libdeflate level (1-12). 2 compresses source text about 3x faster than 6 for ~7% more bytes
+  // (within 3% of buildah's gzip output).
+  int compression_level = 2;
   int threads = 0;  // 0: one per core
 };
 

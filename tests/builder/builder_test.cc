@@ -215,13 +215,17 @@ TEST_F(BuilderTest, UnchangedRebuildIsAllCacheHitsAndWritesNothing) {
   ASSERT_TRUE(second.ok());
   EXPECT_EQ(second->manifest.digest, first->manifest.digest);
   EXPECT_EQ(warm.bytes, 0);
+  EXPECT_GT(first->source_bytes_read, 0);
+  EXPECT_EQ(second->source_bytes_read, 0);  // sizes, mtimes and inodes unchanged: nothing read
   EXPECT_EQ(std::count(warm.cache.begin(), warm.cache.end(), BuildObserver::Cache::kHit), 3);
   EXPECT_EQ(std::count(warm.cache.begin(), warm.cache.end(), BuildObserver::Cache::kMiss), 0);
 
   // A new builder (a restarted service) still hits: the cache lives in the store.
   Steps restarted;
-  ASSERT_TRUE(Build(*Make(dir_->Join("store")), &restarted).ok());
+  absl::StatusOr<BuildOutput> after_restart = Build(*Make(dir_->Join("store")), &restarted);
+  ASSERT_TRUE(after_restart.ok());
   EXPECT_EQ(restarted.bytes, 0);
+  EXPECT_EQ(after_restart->source_bytes_read, 0);
 
   // One changed file: its layer and the ones after it are rebuilt, the first is reused.
   Put("src/team_server.py", "print('team v2')\n");

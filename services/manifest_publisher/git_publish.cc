@@ -1,0 +1,933 @@
+#include "services/manifest_publisher/git_publish.h"
+
+#include <fcntl.h>
+#include <git2.h>
+#include <openssl/x509.h>
+#include <openssl/x509_vfy.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <random>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+
+namespace elfdeploy::publisher {
+namespace {
+
+template <auto Free>
+struct GitFree {
+  template <typename T>
+  void operator()(T* p) const {
+    Free(p);
+  }
+};
+
+using BlobPtr = std::unique_ptr<git_blob, GitFree<git_blob_free>>;
+using CommitPtr = std::unique_ptr<git_commit, GitFree<git_commit_free>>;
+using DiffPtr = std::unique_ptr<git_diff, GitFree<git_diff_free>>;
+using PackBuilderPtr = std::unique_ptr<git_packbuilder, GitFree<git_packbuilder_free>>;
+using ReferencePtr = std::unique_ptr<git_reference, GitFree<git_reference_free>>;
+using RemotePtr = std::unique_ptr<git_remote, GitFree<git_remote_free>>;
+using RepositoryPtr = std::unique_ptr<git_repository, GitFree<git_repository_free>>;
+using RevwalkPtr = std::unique_ptr<git_revwalk, GitFree<git_revwalk_free>>;
+using SignaturePtr = std::unique_ptr<git_signature, GitFree<git_signature_free>>;
+using TreeBuilderPtr = std::unique_ptr<git_treebuilder, GitFree<git_treebuilder_free>>;
+using TreeEntryPtr = std::unique_ptr<git_tree_entry, GitFree<git_tree_entry_free>>;
+using TreePtr = std::unique_ptr<git_tree, GitFree<git_tree_free>>;
+
+using X509Ptr = std::unique_ptr<X509, GitFree<X509_free>>;
+using X509StorePtr = std::unique_ptr<X509_STORE, GitFree<X509_STORE_free>>;
+using X509StoreCtxPtr = std::unique_ptr<X509_STORE_CTX, GitFree<X509_STORE_CTX_free>>;
+
+std::string LastGitError() {
+  const git_error* error = git_error_last();
+  return error != nullptr && error->message != nullptr ? std::string(error->message)
+                                                       : std::string("unknown libgit2 error");
+}
+
+int LastGitErrorClass() {
+  const git_error* error = git_error_last();
+  return error != nullptr ? error->klass : GIT_ERROR_NONE;
+}
+
+std::string OidHex(const git_oid& oid) {
+  char hex[GIT_OID_HEXSZ + 1];
+  git_oid_tostr(hex, sizeof(hex), &oid);
+  return hex;
+}
+
+std::string PercentDecode(absl::string_view text) {
+  std::string out;
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '%' && i + 2 < text.size() && absl::ascii_isxdigit(text[i + 1]) &&
+        absl::ascii_isxdigit(text[i + 2])) {
+      auto digit = [](char c) {
+        return absl::ascii_isdigit(c) ? c - '0' : absl::ascii_tolower(c) - 'a' + 10;
+      };
+      out.push_back(static_cast<char>(digit(text[i + 1]) * 16 + digit(text[i + 2])));
+      i += 2;
+    } else {
+      out.push_back(text[i]);
+    }
+  }
+  return out;
+}
+
+// The password of "scheme://user:password@host/...", percent-decoded; "" without one.
+std::string UrlPassword(absl::string_view url) {
+  size_t scheme_end = url.find("://");
+  if (scheme_end == absl::string_view::npos) return "";
+  absl::string_view rest = url.substr(scheme_end + 3);
+  absl::string_view authority = rest.substr(0, rest.find_first_of("/?#"));
+  size_t at = authority.rfind('@');
+  if (at == absl::string_view::npos) return "";
+  absl::string_view info = authority.substr(0, at);
+  size_t colon = info.find(':');
+  if (colon == absl::string_view::npos) return "";
+  return PercentDecode(info.substr(colon + 1));
+}
+
+// The repository path of a file:// URL or an absolute path; nullopt for remote URLs.
+std::optional<std::string> LocalRepositoryPath(absl::string_view url) {
+  if (absl::ConsumePrefix(&url, "file://")) {
+    absl::ConsumePrefix(&url, "localhost");
+    if (!absl::StartsWith(url, "/")) return std::nullopt;
+    return PercentDecode(url);
+  }
+  if (absl::StartsWith(url, "/")) return std::string(url);
+  return std::nullopt;
+}
+
+// Removes credentials from text that leaves the publisher.
+class Redactor {
+ public:
+  explicit Redactor(const GitTarget& target) {
+    for (const std::string& secret :
+         {target.credentials.password.Reveal(), target.credentials.ssh_passphrase.Reveal(),
+          UrlPassword(target.url)}) {
+      if (!secret.empty()) secrets_.push_back(secret);
+    }
+    url_ = (*this)(target.url);
+  }
+
+  std::string operator()(absl::string_view text) const {
+    std::string out = RedactValue(text);
+    for (const std::string& secret : secrets_) {
+      out = absl::StrReplaceAll(out, {{secret, kRedacted}});
+    }
+    return out;
+  }
+
+  const std::string& url() const { return url_; }
+
+ private:
+  std::vector<std::string> secrets_;
+  std::string url_;
+};
+
+absl::Status LocalGitError(absl::string_view what, const Redactor& redact) {
+  return absl::InternalError(redact(absl::StrCat(what, ": ", LastGitError())));
+}
+
+bool IsIpAddress(const char* host) {
+  X509_VERIFY_PARAM* param = X509_VERIFY_PARAM_new();
+  bool ip = X509_VERIFY_PARAM_set1_ip_asc(param, host) == 1;
+  X509_VERIFY_PARAM_free(param);
+  return ip;
+}
+
+// Verifies a DER server certificate against the PEM certificates of `ca_file` and `host`.
+absl::Status VerifyCertificate(const git_cert_x509& cert, const std::string& ca_file,
+                               const char* host) {
+  const unsigned char* der = static_cast<const unsigned char*>(cert.data);
+  X509Ptr leaf(d2i_X509(nullptr, &der, static_cast<long>(cert.len)));
+  if (leaf == nullptr) return absl::FailedPreconditionError("unparsable server certificate");
+  X509StorePtr store(X509_STORE_new());
+  if (store == nullptr || X509_STORE_load_file(store.get(), ca_file.c_str()) != 1) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot load CA certificates from ", ca_file));
+  }
+  X509StoreCtxPtr ctx(X509_STORE_CTX_new());
+  if (ctx == nullptr || X509_STORE_CTX_init(ctx.get(), store.get(), leaf.get(), nullptr) != 1) {
+    return absl::InternalError("cannot set up certificate verification");
+  }
+  X509_STORE_CTX_set_purpose(ctx.get(), X509_PURPOSE_SSL_SERVER);
+  X509_VERIFY_PARAM* param = X509_STORE_CTX_get0_param(ctx.get());
+  int named = IsIpAddress(host) ? X509_VERIFY_PARAM_set1_ip_asc(param, host)
+                                : X509_VERIFY_PARAM_set1_host(param, host, 0);
+  if (named != 1) return absl::InternalError("cannot set the expected host name");
+  if (X509_verify_cert(ctx.get()) != 1) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the TLS certificate of ", host, " does not verify against ", ca_file, ": ",
+                     X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx.get()))));
+  }
+  return absl::OkStatus();
+}
+
+// State of one connection to the remote: credentials are handed out once, so a refused password
+// ends the operation instead of looping.
+class RemoteContext {
+ public:
+  RemoteContext(const GitTarget& target, const Redactor& redact)
+      : target_(target), redact_(redact) {}
+
+  void Install(git_remote_callbacks* callbacks) {
+    callbacks->credentials = &RemoteContext::Credentials;
+    callbacks->certificate_check = &RemoteContext::CertificateCheck;
+    callbacks->push_update_reference = &RemoteContext::PushUpdateReference;
+    callbacks->payload = this;
+  }
+
+  // The rejection reason the remote reported for the pushed ref; "" when it was accepted.
+  const std::string& push_rejection() const { return push_rejection_; }
+
+  absl::Status Error(int rc, absl::string_view operation) const {
+    std::string where =
+        absl::StrCat("git ", operation, " ", redact_.url(), " (branch ", target_.branch, ")");
+    if (auth_failed_) {
+      if (no_credentials_) {
+        return absl::UnauthenticatedError(absl::StrCat(
+            where, ": the server requires authentication and no credentials are configured"));
+      }
+      return absl::UnauthenticatedError(redact_(
+          absl::StrCat(where, ": the server refused the credentials of user \"", user_, "\"")));
+    }
+    if (!cert_error_.empty()) {
+      return absl::FailedPreconditionError(redact_(absl::StrCat(where, ": ", cert_error_)));
+    }
+    std::string detail = LastGitError();
+    std::string message = redact_(absl::StrCat(where, ": ", detail));
+    if (rc == GIT_ENOTFOUND || absl::StrContains(detail, "404") ||
+        absl::StrContainsIgnoreCase(detail, "not found") ||
+        absl::StrContainsIgnoreCase(detail, "could not find repository")) {
+      return absl::NotFoundError(message);
+    }
+    if (absl::StrContains(detail, "401") || rc == GIT_EAUTH) {
+      return absl::UnauthenticatedError(message);
+    }
+    if (absl::StrContains(detail, "403")) return absl::PermissionDeniedError(message);
+    if (rc == GIT_ECERTIFICATE) return absl::FailedPreconditionError(message);
+    switch (LastGitErrorClass()) {
+      case GIT_ERROR_NET:
+      case GIT_ERROR_HTTP:
+      case GIT_ERROR_SSH:
+      case GIT_ERROR_SSL:
+      case GIT_ERROR_OS:
+        return absl::UnavailableError(message);
+      default:
+        return absl::InternalError(message);
+    }
+  }
+
+ private:
+  static int Credentials(git_credential** out, const char* /*url*/, const char* username_from_url,
+                         unsigned int allowed_types, void* payload) {
+    auto* self = static_cast<RemoteContext*>(payload);
+    const GitCredentials& credentials = self->target_.credentials;
+    std::string user = credentials.username;
+    if (user.empty() && username_from_url != nullptr) user = username_from_url;
+    if (user.empty()) user = "git";
+    self->user_ = user;
+    if ((allowed_types & GIT_CREDENTIAL_USERNAME) != 0) {
+      return git_credential_username_new(out, user.c_str());
+    }
+    if (++self->attempts_ > 1) {
+      self->auth_failed_ = true;
+      git_error_set_str(GIT_ERROR_NET, "credentials refused");
+      return GIT_EUSER;
+    }
+    if ((allowed_types & GIT_CREDENTIAL_SSH_KEY) != 0 &&
+        !credentials.ssh_private_key_path.empty()) {
+      return git_credential_ssh_key_new(
+          out, user.c_str(),
+          credentials.ssh_public_key_path.empty() ? nullptr
+                                                  : credentials.ssh_public_key_path.c_str(),
+          credentials.ssh_private_key_path.c_str(),
+          credentials.ssh_passphrase.empty() ? nullptr
+                                             : credentials.ssh_passphrase.Reveal().c_str());
+    }
+    if ((allowed_types & GIT_CREDENTIAL_USERPASS_PLAINTEXT) != 0 &&
+        !credentials.password.empty()) {
+      return git_credential_userpass_plaintext_new(out, user.c_str(),
+                                                   credentials.password.Reveal().c_str());
+    }
+    self->auth_failed_ = true;
+    self->no_credentials_ = UrlPassword(self->target_.url).empty();
+    git_error_set_str(GIT_ERROR_NET, "no credentials configured");
+    return GIT_EUSER;
+  }
+
+  static int CertificateCheck(git_cert* cert, int valid, const char* host, void* payload) {
+    auto* self = static_cast<RemoteContext*>(payload);
+    // libgit2 1.5 has no known_hosts support: ssh host keys are accepted as they come.
+    if (cert->cert_type != GIT_CERT_X509) return 0;
+    if (valid != 0 || self->target_.insecure_skip_tls_verify) return 0;
+    if (self->target_.ca_file.empty()) {
+      self->cert_error_ = absl::StrCat("the TLS certificate of ", host,
+                                       " is not trusted (set ca_file to its CA)");
+    } else {
+      absl::Status verified = VerifyCertificate(*reinterpret_cast<const git_cert_x509*>(cert),
+                                                self->target_.ca_file, host);
+      if (verified.ok()) return 0;
+      self->cert_error_ = std::string(verified.message());
+    }
+    git_error_set_str(GIT_ERROR_SSL, self->cert_error_.c_str());
+    return GIT_ECERTIFICATE;
+  }
+
+  static int PushUpdateReference(const char* refname, const char* status, void* payload) {
+    auto* self = static_cast<RemoteContext*>(payload);
+    if (status != nullptr) {
+      self->push_rejection_ = absl::StrCat(refname, ": ", status);
+    }
+    return 0;
+  }
+
+  const GitTarget& target_;
+  const Redactor& redact_;
+  int attempts_ = 0;
+  bool auth_failed_ = false;
+  bool no_credentials_ = false;
+  std::string user_;
+  std::string cert_error_;
+  std::string push_rejection_;
+};
+
+absl::Status ValidatePath(absl::string_view path, std::vector<std::string>* components) {
+  if (path.empty()) return absl::InvalidArgumentError("empty path");
+  for (absl::string_view part : absl::StrSplit(path, '/')) {
+    if (part.empty() || part == "." || part == ".." || absl::EqualsIgnoreCase(part, ".git") ||
+        absl::StrContains(part, '\0')) {
+      return absl::InvalidArgumentError(absl::StrCat("invalid path \"", path, "\""));
+    }
+    components->emplace_back(part);
+  }
+  return absl::OkStatus();
+}
+
+class CommitTreeReader final : public TreeReader {
+ public:
+  CommitTreeReader(git_repository* repo, const git_tree* tree, std::string head)
+      : repo_(repo), tree_(tree), head_(std::move(head)) {}
+
+  absl::StatusOr<std::optional<std::string>> ReadFile(const std::string& path) const override {
+    std::vector<std::string> components;
+    absl::Status valid = ValidatePath(path, &components);
+    if (!valid.ok()) return valid;
+    absl::MutexLock lock(&mu_);
+    if (tree_ == nullptr) return std::nullopt;
+    git_tree_entry* raw_entry = nullptr;
+    int rc = git_tree_entry_bypath(&raw_entry, tree_, path.c_str());
+    if (rc == GIT_ENOTFOUND) return std::nullopt;
+    if (rc < 0) return absl::InternalError(absl::StrCat("reading ", path, ": ", LastGitError()));
+    TreeEntryPtr entry(raw_entry);
+    if (git_tree_entry_type(entry.get()) != GIT_OBJECT_BLOB) {
+      return absl::FailedPreconditionError(absl::StrCat(path, " is not a file"));
+    }
+    git_blob* raw_blob = nullptr;
+    if (git_blob_lookup(&raw_blob, repo_, git_tree_entry_id(entry.get())) < 0) {
+      return absl::InternalError(absl::StrCat("reading ", path, ": ", LastGitError()));
+    }
+    BlobPtr blob(raw_blob);
+    return std::string(static_cast<const char*>(git_blob_rawcontent(blob.get())),
+                       static_cast<size_t>(git_blob_rawsize(blob.get())));
+  }
+
+  absl::StatusOr<std::vector<std::string>> ListDir(const std::string& path) const override {
+    absl::string_view dir = path;
+    while (absl::ConsumeSuffix(&dir, "/")) {
+    }
+    std::vector<std::string> components;
+    if (!dir.empty()) {
+      absl::Status valid = ValidatePath(dir, &components);
+      if (!valid.ok()) return valid;
+    }
+    absl::MutexLock lock(&mu_);
+    std::vector<std::string> names;
+    if (tree_ == nullptr) return names;
+    const git_tree* tree = tree_;
+    TreePtr subtree;
+    if (!dir.empty()) {
+      git_tree_entry* raw_entry = nullptr;
+      int rc = git_tree_entry_bypath(&raw_entry, tree_, std::string(dir).c_str());
+      if (rc == GIT_ENOTFOUND) return names;
+      if (rc < 0) return absl::InternalError(absl::StrCat("listing ", dir, ": ", LastGitError()));
+      TreeEntryPtr entry(raw_entry);
+      if (git_tree_entry_type(entry.get()) != GIT_OBJECT_TREE) return names;
+      git_tree* raw_tree = nullptr;
+      if (git_tree_lookup(&raw_tree, repo_, git_tree_entry_id(entry.get())) < 0) {
+        return absl::InternalError(absl::StrCat("listing ", dir, ": ", LastGitError()));
+      }
+      subtree.reset(raw_tree);
+      tree = subtree.get();
+    }
+    size_t count = git_tree_entrycount(tree);
+    names.reserve(count);
+    for (size_t i = 0; i < count; ++i) {
+      names.emplace_back(git_tree_entry_name(git_tree_entry_byindex(tree, i)));
+    }
+    std::sort(names.begin(), names.end());
+    return names;
+  }
+
+  std::string head() const override { return head_; }
+
+ private:
+  git_repository* repo_;
+  const git_tree* tree_;
+  std::string head_;
+  mutable absl::Mutex mu_;
+};
+
+struct ChangeNode {
+  std::map<std::string, const FileChange*> files;
+  std::map<std::string, ChangeNode> dirs;
+};
+
+absl::StatusOr<ChangeNode> IndexChanges(const std::vector<FileChange>& changes) {
+  ChangeNode root;
+  std::set<std::string> seen;
+  for (const FileChange& change : changes) {
+    std::vector<std::string> components;
+    absl::Status valid = ValidatePath(change.path, &components);
+    if (!valid.ok()) return valid;
+    if (!seen.insert(change.path).second) {
+      return absl::InvalidArgumentError(absl::StrCat("path \"", change.path, "\" changed twice"));
+    }
+    ChangeNode* node = &root;
+    for (size_t i = 0; i + 1 < components.size(); ++i) {
+      auto file = node->files.find(components[i]);
+      if (file != node->files.end() && file->second->content.has_value()) {
+        return absl::InvalidArgumentError(absl::StrCat("path \"", change.path, "\" is under file \"",
+                                                       file->second->path, "\""));
+      }
+      node = &node->dirs[components[i]];
+    }
+    const std::string& name = components.back();
+    if (change.content.has_value() && node->dirs.contains(name)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("file \"", change.path, "\" is also a directory of other changes"));
+    }
+    node->files[name] = &change;
+  }
+  return root;
+}
+
+// Writes the tree `base` with `node` applied; nullopt when it ends up empty (unless keep_empty).
+absl::StatusOr<std::optional<git_oid>> WriteTree(git_repository* repo, const git_tree* base,
+                                                 const ChangeNode& node, const std::string& prefix,
+                                                 bool keep_empty, const Redactor& redact) {
+  git_treebuilder* raw_builder = nullptr;
+  if (git_treebuilder_new(&raw_builder, repo, base) < 0) {
+    return LocalGitError("creating a tree builder", redact);
+  }
+  TreeBuilderPtr builder(raw_builder);
+  for (const auto& [name, change] : node.files) {
+    const git_tree_entry* existing = git_treebuilder_get(builder.get(), name.c_str());
+    if (!change->content.has_value()) {
+      if (existing != nullptr && git_treebuilder_remove(builder.get(), name.c_str()) < 0) {
+        return LocalGitError(absl::StrCat("deleting ", change->path), redact);
+      }
+      continue;
+    }
+    if (existing != nullptr && git_tree_entry_type(existing) != GIT_OBJECT_BLOB) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot write file \"", change->path, "\": it is a directory"));
+    }
+    git_filemode_t mode = existing != nullptr &&
+                                  git_tree_entry_filemode(existing) == GIT_FILEMODE_BLOB_EXECUTABLE
+                              ? GIT_FILEMODE_BLOB_EXECUTABLE
+                              : GIT_FILEMODE_BLOB;
+    git_oid blob;
+    if (git_blob_create_from_buffer(&blob, repo, change->content->data(),
+                                    change->content->size()) < 0 ||
+        git_treebuilder_insert(nullptr, builder.get(), name.c_str(), &blob, mode) < 0) {
+      return LocalGitError(absl::StrCat("writing ", change->path), redact);
+    }
+  }
+  for (const auto& [name, child] : node.dirs) {
+    std::string path = prefix.empty() ? name : absl::StrCat(prefix, "/", name);
+    const git_tree_entry* existing = git_treebuilder_get(builder.get(), name.c_str());
+    TreePtr subtree;
+    if (existing != nullptr) {
+      if (git_tree_entry_type(existing) != GIT_OBJECT_TREE) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("cannot write under \"", path, "\": it is a file"));
+      }
+      git_tree* raw_tree = nullptr;
+      if (git_tree_lookup(&raw_tree, repo, git_tree_entry_id(existing)) < 0) {
+        return LocalGitError(absl::StrCat("reading ", path), redact);
+      }
+      subtree.reset(raw_tree);
+    }
+    absl::StatusOr<std::optional<git_oid>> written =
+        WriteTree(repo, subtree.get(), child, path, false, redact);
+    if (!written.ok()) return written.status();
+    int rc = 0;
+    if (written->has_value()) {
+      rc = git_treebuilder_insert(nullptr, builder.get(), name.c_str(), &**written,
+                                  GIT_FILEMODE_TREE);
+    } else if (existing != nullptr) {
+      rc = git_treebuilder_remove(builder.get(), name.c_str());
+    }
+    if (rc < 0) return LocalGitError(absl::StrCat("writing ", path), redact);
+  }
+  if (!keep_empty && git_treebuilder_entrycount(builder.get()) == 0) return std::nullopt;
+  git_oid tree;
+  if (git_treebuilder_write(&tree, builder.get()) < 0) {
+    return LocalGitError(absl::StrCat("writing tree ", prefix), redact);
+  }
+  return tree;
+}
+
+absl::StatusOr<std::string> ComposeMessage(const CommitSpec& spec) {
+  absl::string_view subject = absl::StripAsciiWhitespace(spec.message);
+  if (subject.empty()) return absl::InvalidArgumentError("empty commit message");
+  std::string message(subject);
+  if (!spec.trailers.empty()) absl::StrAppend(&message, "\n");
+  for (const auto& [key, value] : spec.trailers) {
+    bool key_ok = !key.empty() && std::all_of(key.begin(), key.end(), [](char c) {
+      return absl::ascii_isalnum(c) || c == '-';
+    });
+    if (!key_ok) {
+      return absl::InvalidArgumentError(absl::StrCat("invalid trailer key \"", key, "\""));
+    }
+    if (value.empty() || absl::StrContains(value, '\n') || absl::StrContains(value, '\r')) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("trailer \"", key, "\" needs a non-empty single-line value"));
+    }
+    absl::StrAppend(&message, "\n", key, ": ", value);
+  }
+  absl::StrAppend(&message, "\n");
+  return message;
+}
+
+// The per-process lock of one cache repository, plus an flock(2) against other processes.
+class CacheLock {
+ public:
+  explicit CacheLock(const std::string& repo_path) : mu_(MutexFor(repo_path)) {
+    mu_.Lock();
+    fd_ = open(absl::StrCat(repo_path, ".lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd_ < 0) {
+      error_ = absl::StrCat("cannot open the lock of ", repo_path, ": ", std::strerror(errno));
+      return;
+    }
+    while (flock(fd_, LOCK_EX) != 0) {
+      if (errno != EINTR) {
+        error_ = absl::StrCat("cannot lock ", repo_path, ": ", std::strerror(errno));
+        return;
+      }
+    }
+  }
+  CacheLock(const CacheLock&) = delete;
+  CacheLock& operator=(const CacheLock&) = delete;
+  ~CacheLock() {
+    if (fd_ >= 0) close(fd_);
+    mu_.Unlock();
+  }
+
+  absl::Status status() const {
+    return error_.empty() ? absl::OkStatus() : absl::InternalError(error_);
+  }
+
+ private:
+  static absl::Mutex& MutexFor(const std::string& path) {
+    static absl::Mutex* registry_mu = new absl::Mutex();
+    static auto* registry = new std::map<std::string, std::unique_ptr<absl::Mutex>>();
+    absl::MutexLock lock(registry_mu);
+    std::unique_ptr<absl::Mutex>& mu = (*registry)[path];
+    if (mu == nullptr) mu = std::make_unique<absl::Mutex>();
+    return *mu;
+  }
+
+  absl::Mutex& mu_;
+  int fd_ = -1;
+  std::string error_;
+};
+
+std::string TrackingRef(const std::string& branch) {
+  return absl::StrCat("refs/remotes/origin/", branch);
+}
+
+absl::StatusOr<RepositoryPtr> OpenCache(const std::string& cache_dir, const GitTarget& target,
+                                        const Redactor& redact, std::unique_ptr<CacheLock>* lock) {
+  std::error_code ec;
+  std::filesystem::create_directories(cache_dir, ec);
+  if (ec) {
+    return absl::InternalError(
+        absl::StrCat("cannot create cache dir ", cache_dir, ": ", ec.message()));
+  }
+  std::string key = absl::StrCat(redact.url(), "\n", target.branch);
+  git_oid hash;
+  if (git_odb_hash(&hash, key.data(), key.size(), GIT_OBJECT_BLOB) < 0) {
+    return LocalGitError("hashing the cache key", redact);
+  }
+  std::string path = absl::StrCat(cache_dir, "/", OidHex(hash), ".git");
+  *lock = std::make_unique<CacheLock>(path);
+  if (absl::Status locked = (*lock)->status(); !locked.ok()) return locked;
+  git_repository* raw_repo = nullptr;
+  if (std::filesystem::exists(path, ec)) {
+    if (git_repository_open_bare(&raw_repo, path.c_str()) == 0) return RepositoryPtr(raw_repo);
+    std::filesystem::remove_all(path, ec);
+  }
+  if (git_repository_init(&raw_repo, path.c_str(), 1) < 0) {
+    return LocalGitError(absl::StrCat("creating cache repository ", path), redact);
+  }
+  return RepositoryPtr(raw_repo);
+}
+
+absl::Status ValidateTarget(const GitTarget& target) {
+  if (target.url.empty()) return absl::InvalidArgumentError("empty git URL");
+  int valid = 0;
+  std::string ref = absl::StrCat("refs/heads/", target.branch);
+  if (target.branch.empty() || git_reference_name_is_valid(&valid, ref.c_str()) < 0 || !valid) {
+    return absl::InvalidArgumentError(absl::StrCat("invalid branch name \"", target.branch, "\""));
+  }
+  return absl::OkStatus();
+}
+
+// Fetches the branch; its head, or nullopt when the remote has no such branch.
+absl::StatusOr<std::optional<git_oid>> FetchBranch(git_repository* repo, const GitTarget& target,
+                                                   const Redactor& redact) {
+  git_remote* raw_remote = nullptr;
+  if (git_remote_create_anonymous(&raw_remote, repo, target.url.c_str()) < 0) {
+    return absl::InvalidArgumentError(
+        redact(absl::StrCat("git URL ", target.url, ": ", LastGitError())));
+  }
+  RemotePtr remote(raw_remote);
+  RemoteContext context(target, redact);
+  git_fetch_options options;
+  git_fetch_options_init(&options, GIT_FETCH_OPTIONS_VERSION);
+  context.Install(&options.callbacks);
+  options.download_tags = GIT_REMOTE_DOWNLOAD_TAGS_NONE;
+  options.update_fetchhead = 0;
+  options.prune = GIT_FETCH_NO_PRUNE;
+  std::string branch_ref = absl::StrCat("refs/heads/", target.branch);
+  std::string tracking_ref = TrackingRef(target.branch);
+  std::string refspec = absl::StrCat("+", branch_ref, ":", tracking_ref);
+  char* refspecs[] = {refspec.data()};
+  git_strarray specs = {refspecs, 1};
+  int rc = git_remote_fetch(remote.get(), &specs, &options, nullptr);
+  if (rc < 0) return context.Error(rc, "fetch from");
+  const git_remote_head** heads = nullptr;
+  size_t count = 0;
+  if (git_remote_ls(&heads, &count, remote.get()) < 0) {
+    return context.Error(GIT_ERROR, "list refs of");
+  }
+  std::optional<git_oid> head;
+  for (size_t i = 0; i < count; ++i) {
+    if (branch_ref == heads[i]->name) head = heads[i]->oid;
+  }
+  git_reference* raw_ref = nullptr;
+  if (head.has_value()) {
+    if (git_reference_create(&raw_ref, repo, tracking_ref.c_str(), &*head, 1, nullptr) < 0) {
+      return LocalGitError(absl::StrCat("updating ", tracking_ref), redact);
+    }
+    git_reference_free(raw_ref);
+  } else if (git_reference_lookup(&raw_ref, repo, tracking_ref.c_str()) == 0) {
+    ReferencePtr ref(raw_ref);
+    git_reference_delete(ref.get());
+  }
+  git_error_clear();
+  return head;
+}
+
+// The outcome of a push attempt: nullopt when the branch now points at the commit, else why the
+// remote refused it because the branch moved.
+using PushRejection = std::optional<std::string>;
+
+bool IsRaceRejection(absl::string_view reason) {
+  for (absl::string_view race : {"fast-forward", "fastforward", "fetch first", "stale", "lock",
+                                 "failed to update", "already exists"}) {
+    if (absl::StrContainsIgnoreCase(reason, race)) return true;
+  }
+  return false;
+}
+
+absl::StatusOr<PushRejection> PushRemote(git_repository* repo, const GitTarget& target,
+                                         const git_oid& commit, const Redactor& redact) {
+  std::string branch_ref = absl::StrCat("refs/heads/", target.branch);
+  git_reference* raw_ref = nullptr;
+  if (git_reference_create(&raw_ref, repo, branch_ref.c_str(), &commit, 1, nullptr) < 0) {
+    return LocalGitError(absl::StrCat("updating ", branch_ref), redact);
+  }
+  git_reference_free(raw_ref);
+  git_remote* raw_remote = nullptr;
+  if (git_remote_create_anonymous(&raw_remote, repo, target.url.c_str()) < 0) {
+    return absl::InvalidArgumentError(
+        redact(absl::StrCat("git URL ", target.url, ": ", LastGitError())));
+  }
+  RemotePtr remote(raw_remote);
+  RemoteContext context(target, redact);
+  git_push_options options;
+  git_push_options_init(&options, GIT_PUSH_OPTIONS_VERSION);
+  context.Install(&options.callbacks);
+  std::string refspec = absl::StrCat(branch_ref, ":", branch_ref);
+  char* refspecs[] = {refspec.data()};
+  git_strarray specs = {refspecs, 1};
+  int rc = git_remote_push(remote.get(), &specs, &options);
+  if (rc == GIT_ENONFASTFORWARD) return PushRejection(LastGitError());
+  if (rc < 0) return context.Error(rc, "push to");
+  if (context.push_rejection().empty()) return PushRejection();
+  if (IsRaceRejection(context.push_rejection())) return PushRejection(context.push_rejection());
+  return absl::FailedPreconditionError(redact(absl::StrCat(
+      "git push to ", target.url, " (branch ", target.branch, ") refused: ",
+      context.push_rejection())));
+}
+
+// Pushes into a bare repository on this machine. libgit2's local transport updates the ref
+// without checking its old value, so this writes the pack itself and compares-and-swaps the ref
+// under git's lock file.
+absl::StatusOr<PushRejection> PushLocal(git_repository* repo, const std::string& remote_path,
+                                        const GitTarget& target, const git_oid& commit,
+                                        const std::optional<git_oid>& expected,
+                                        const Redactor& redact) {
+  git_repository* raw_remote = nullptr;
+  if (git_repository_open_bare(&raw_remote, remote_path.c_str()) < 0) {
+    return absl::NotFoundError(
+        redact(absl::StrCat("git push to ", target.url, ": no bare repository at ", remote_path,
+                            ": ", LastGitError())));
+  }
+  RepositoryPtr remote(raw_remote);
+  git_packbuilder* raw_builder = nullptr;
+  git_revwalk* raw_walk = nullptr;
+  if (git_packbuilder_new(&raw_builder, repo) < 0) {
+    return LocalGitError("creating a pack builder", redact);
+  }
+  PackBuilderPtr builder(raw_builder);
+  if (git_revwalk_new(&raw_walk, repo) < 0) return LocalGitError("creating a revwalk", redact);
+  RevwalkPtr walk(raw_walk);
+  if (git_revwalk_push(walk.get(), &commit) < 0 ||
+      (expected.has_value() && git_revwalk_hide(walk.get(), &*expected) < 0) ||
+      git_packbuilder_insert_walk(builder.get(), walk.get()) < 0) {
+    return LocalGitError("collecting objects to push", redact);
+  }
+  std::string pack_dir = absl::StrCat(git_repository_path(remote.get()), "objects/pack");
+  if (git_packbuilder_write(builder.get(), pack_dir.c_str(), 0, nullptr, nullptr) < 0) {
+    return absl::UnavailableError(redact(absl::StrCat(
+        "git push to ", target.url, ": writing the pack: ", LastGitError())));
+  }
+  std::string branch_ref = absl::StrCat("refs/heads/", target.branch);
+  std::string log_message = absl::StrCat("elfdeploy: publish ", OidHex(commit));
+  git_reference* raw_ref = nullptr;
+  int rc = expected.has_value()
+               ? git_reference_create_matching(&raw_ref, remote.get(), branch_ref.c_str(), &commit,
+                                               1, &*expected, log_message.c_str())
+               : git_reference_create(&raw_ref, remote.get(), branch_ref.c_str(), &commit, 0,
+                                      log_message.c_str());
+  if (rc == 0) {
+    git_reference_free(raw_ref);
+    return PushRejection();
+  }
+  if (rc == GIT_EMODIFIED || rc == GIT_EEXISTS || rc == GIT_ELOCKED) {
+    return PushRejection(absl::StrCat(branch_ref, ": ", LastGitError()));
+  }
+  return absl::UnavailableError(redact(absl::StrCat("git push to ", target.url, " (branch ",
+                                                    target.branch, "): ", LastGitError())));
+}
+
+struct Prepared {
+  std::optional<git_oid> head;
+  CommitPtr head_commit;
+  git_oid tree;
+  bool unchanged = false;
+  std::vector<std::string> changed_paths;
+  std::string patch;
+};
+
+int CollectPath(const git_diff_delta* delta, float /*progress*/, void* payload) {
+  static_cast<std::vector<std::string>*>(payload)->emplace_back(
+      delta->new_file.path != nullptr ? delta->new_file.path : delta->old_file.path);
+  return 0;
+}
+
+// Fetches, renders on the head and writes the new tree into the cache repository.
+absl::StatusOr<Prepared> Prepare(git_repository* repo, const GitTarget& target,
+                                 const RenderFn& render, const Redactor& redact, bool want_patch) {
+  Prepared prepared;
+  absl::StatusOr<std::optional<git_oid>> head = FetchBranch(repo, target, redact);
+  if (!head.ok()) return head.status();
+  prepared.head = *head;
+  TreePtr head_tree;
+  if (prepared.head.has_value()) {
+    git_commit* raw_commit = nullptr;
+    git_tree* raw_tree = nullptr;
+    if (git_commit_lookup(&raw_commit, repo, &*prepared.head) < 0) {
+      return LocalGitError(absl::StrCat("reading commit ", OidHex(*prepared.head)), redact);
+    }
+    prepared.head_commit.reset(raw_commit);
+    if (git_commit_tree(&raw_tree, raw_commit) < 0) {
+      return LocalGitError(absl::StrCat("reading the tree of ", OidHex(*prepared.head)), redact);
+    }
+    head_tree.reset(raw_tree);
+  }
+  absl::StatusOr<std::vector<FileChange>> changes;
+  {
+    CommitTreeReader reader(repo, head_tree.get(),
+                            prepared.head.has_value() ? OidHex(*prepared.head) : "");
+    changes = render(reader);
+  }
+  if (!changes.ok()) return changes.status();
+  absl::StatusOr<ChangeNode> index = IndexChanges(*changes);
+  if (!index.ok()) return index.status();
+  absl::StatusOr<std::optional<git_oid>> tree =
+      WriteTree(repo, head_tree.get(), *index, "", true, redact);
+  if (!tree.ok()) return tree.status();
+  prepared.tree = **tree;
+  git_tree* raw_new_tree = nullptr;
+  if (git_tree_lookup(&raw_new_tree, repo, &prepared.tree) < 0) {
+    return LocalGitError("reading the new tree", redact);
+  }
+  TreePtr new_tree(raw_new_tree);
+  prepared.unchanged = head_tree != nullptr
+                           ? git_oid_equal(git_tree_id(head_tree.get()), &prepared.tree) != 0
+                           : git_tree_entrycount(new_tree.get()) == 0;
+  if (prepared.unchanged) return prepared;
+  git_diff_options options;
+  git_diff_options_init(&options, GIT_DIFF_OPTIONS_VERSION);
+  git_diff* raw_diff = nullptr;
+  if (git_diff_tree_to_tree(&raw_diff, repo, head_tree.get(), new_tree.get(), &options) < 0) {
+    return LocalGitError("diffing the trees", redact);
+  }
+  DiffPtr diff(raw_diff);
+  if (git_diff_foreach(diff.get(), &CollectPath, nullptr, nullptr, nullptr,
+                       &prepared.changed_paths) < 0) {
+    return LocalGitError("listing changed paths", redact);
+  }
+  std::sort(prepared.changed_paths.begin(), prepared.changed_paths.end());
+  if (want_patch) {
+    git_buf patch = GIT_BUF_INIT;
+    if (git_diff_to_buf(&patch, diff.get(), GIT_DIFF_FORMAT_PATCH) < 0) {
+      return LocalGitError("formatting the diff", redact);
+    }
+    prepared.patch.assign(patch.ptr, patch.size);
+    git_buf_dispose(&patch);
+  }
+  return prepared;
+}
+
+absl::StatusOr<git_oid> CreateCommit(git_repository* repo, const CommitSpec& spec,
+                                     const std::string& message, const Prepared& prepared,
+                                     const Redactor& redact) {
+  int64_t time = spec.time != 0 ? spec.time : absl::ToUnixSeconds(absl::Now());
+  git_signature* raw_signature = nullptr;
+  if (git_signature_new(&raw_signature, spec.author_name.c_str(), spec.author_email.c_str(), time,
+                        0) < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("invalid author \"", spec.author_name, " <",
+                                                   spec.author_email, ">\": ", LastGitError()));
+  }
+  SignaturePtr signature(raw_signature);
+  git_tree* raw_tree = nullptr;
+  if (git_tree_lookup(&raw_tree, repo, &prepared.tree) < 0) {
+    return LocalGitError("reading the new tree", redact);
+  }
+  TreePtr tree(raw_tree);
+  const git_commit* parents[] = {prepared.head_commit.get()};
+  git_oid commit;
+  if (git_commit_create(&commit, repo, nullptr, signature.get(), signature.get(), nullptr,
+                        message.c_str(), tree.get(), prepared.head_commit != nullptr ? 1 : 0,
+                        parents) < 0) {
+    return LocalGitError("creating the commit", redact);
+  }
+  return commit;
+}
+
+absl::Duration Jitter(absl::Duration backoff) {
+  thread_local std::mt19937_64 random{std::random_device{}()};
+  std::uniform_real_distribution<double> factor(0.5, 1.0);
+  return backoff * factor(random);
+}
+
+}  // namespace
+
+GitPublisher::GitPublisher(PublisherOptions options) : options_(std::move(options)) {
+  git_libgit2_init();
+}
+
+GitPublisher::~GitPublisher() { git_libgit2_shutdown(); }
+
+absl::StatusOr<PublishOutcome> GitPublisher::Publish(const GitTarget& target,
+                                                     const RenderFn& render,
+                                                     const CommitSpec& commit) {
+  if (absl::Status valid = ValidateTarget(target); !valid.ok()) return valid;
+  absl::StatusOr<std::string> message = ComposeMessage(commit);
+  if (!message.ok()) return message.status();
+  Redactor redact(target);
+  std::unique_ptr<CacheLock> lock;
+  absl::StatusOr<RepositoryPtr> repo = OpenCache(options_.cache_dir, target, redact, &lock);
+  if (!repo.ok()) return repo.status();
+  std::optional<std::string> local_path = LocalRepositoryPath(target.url);
+  int max_attempts = std::max(1, options_.max_attempts);
+  absl::Duration backoff = options_.initial_backoff;
+  std::string rejection;
+  for (int attempt = 1; attempt <= max_attempts; ++attempt) {
+    absl::StatusOr<Prepared> prepared = Prepare(repo->get(), target, render, redact, false);
+    if (!prepared.ok()) return prepared.status();
+    PublishOutcome outcome;
+    outcome.attempts = attempt;
+    outcome.parent = prepared->head.has_value() ? OidHex(*prepared->head) : "";
+    if (prepared->unchanged) {
+      outcome.no_op = true;
+      outcome.commit = outcome.parent;
+      return outcome;
+    }
+    absl::StatusOr<git_oid> created =
+        CreateCommit(repo->get(), commit, *message, *prepared, redact);
+    if (!created.ok()) return created.status();
+    absl::StatusOr<PushRejection> pushed =
+        local_path.has_value()
+            ? PushLocal(repo->get(), *local_path, target, *created, prepared->head, redact)
+            : PushRemote(repo->get(), target, *created, redact);
+    if (!pushed.ok()) return pushed.status();
+    if (!pushed->has_value()) {
+      outcome.commit = OidHex(*created);
+      outcome.changed_paths = std::move(prepared->changed_paths);
+      return outcome;
+    }
+    rejection = redact(**pushed);
+    log::Info("git push rejected, the branch moved; rendering again",
+              {{"url", redact.url()}, {"branch", target.branch}, {"attempt", attempt},
+               {"reason", rejection}});
+    if (attempt < max_attempts) {
+      absl::SleepFor(Jitter(backoff));
+      backoff = std::min(backoff * 2, options_.max_backoff);
+    }
+  }
+  return absl::AbortedError(absl::StrCat("git push to ", redact.url(), " (branch ", target.branch,
+                                         ") still rejected after ", max_attempts,
+                                         " attempts: ", rejection));
+}
+
+absl::StatusOr<std::pair<std::string, std::string>> GitPublisher::Diff(const GitTarget& target,
+                                                                       const RenderFn& render) {
+  if (absl::Status valid = ValidateTarget(target); !valid.ok()) return valid;
+  Redactor redact(target);
+  std::unique_ptr<CacheLock> lock;
+  absl::StatusOr<RepositoryPtr> repo = OpenCache(options_.cache_dir, target, redact, &lock);
+  if (!repo.ok()) return repo.status();
+  absl::StatusOr<Prepared> prepared = Prepare(repo->get(), target, render, redact, true);
+  if (!prepared.ok()) return prepared.status();
+  return std::make_pair(std::move(prepared->patch),
+                        prepared->head.has_value() ? OidHex(*prepared->head) : std::string());
+}
+
+}  // namespace elfdeploy::publisher
