@@ -2,8 +2,11 @@
 
 #include <fcntl.h>
 #include <git2.h>
+#include <git2/sys/mempack.h>
+#include <git2/sys/odb_backend.h>
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
+#include <openssl/x509v3.h>
 #include <sys/file.h>
 #include <unistd.h>
 
@@ -23,7 +26,6 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
@@ -69,6 +71,10 @@ int LastGitErrorClass() {
   return error != nullptr ? error->klass : GIT_ERROR_NONE;
 }
 
+bool ContainsIgnoreCase(absl::string_view text, absl::string_view needle) {
+  return absl::StrContains(absl::AsciiStrToLower(text), absl::AsciiStrToLower(needle));
+}
+
 std::string OidHex(const git_oid& oid) {
   char hex[GIT_OID_HEXSZ + 1];
   git_oid_tostr(hex, sizeof(hex), &oid);
@@ -106,15 +112,21 @@ std::string UrlPassword(absl::string_view url) {
   return PercentDecode(info.substr(colon + 1));
 }
 
-// The repository path of a file:// URL or an absolute path; nullopt for remote URLs.
+// The repository path of a file:// URL or a plain path; nullopt for remote URLs. Like git, a
+// colon before any slash makes an scp-like "host:path".
 std::optional<std::string> LocalRepositoryPath(absl::string_view url) {
   if (absl::ConsumePrefix(&url, "file://")) {
     absl::ConsumePrefix(&url, "localhost");
     if (!absl::StartsWith(url, "/")) return std::nullopt;
     return PercentDecode(url);
   }
-  if (absl::StartsWith(url, "/")) return std::string(url);
-  return std::nullopt;
+  if (absl::StrContains(url, "://")) return std::nullopt;
+  size_t colon = url.find(':');
+  size_t slash = url.find('/');
+  if (colon != absl::string_view::npos && (slash == absl::string_view::npos || colon < slash)) {
+    return std::nullopt;
+  }
+  return std::string(url);
 }
 
 // Removes credentials from text that leaves the publisher.
@@ -216,15 +228,18 @@ class RemoteContext {
     }
     std::string detail = LastGitError();
     std::string message = redact_(absl::StrCat(where, ": ", detail));
-    if (rc == GIT_ENOTFOUND || absl::StrContains(detail, "404") ||
-        absl::StrContainsIgnoreCase(detail, "not found") ||
-        absl::StrContainsIgnoreCase(detail, "could not find repository")) {
+    if (rc == GIT_ENOTFOUND || absl::StrContains(detail, "status code: 404") ||
+        ContainsIgnoreCase(detail, "repository not found") ||
+        ContainsIgnoreCase(detail, "could not find repository") ||
+        ContainsIgnoreCase(detail, "no such file or directory")) {
       return absl::NotFoundError(message);
     }
-    if (absl::StrContains(detail, "401") || rc == GIT_EAUTH) {
+    if (absl::StrContains(detail, "status code: 401") || rc == GIT_EAUTH) {
       return absl::UnauthenticatedError(message);
     }
-    if (absl::StrContains(detail, "403")) return absl::PermissionDeniedError(message);
+    if (absl::StrContains(detail, "status code: 403")) {
+      return absl::PermissionDeniedError(message);
+    }
     if (rc == GIT_ECERTIFICATE) return absl::FailedPreconditionError(message);
     switch (LastGitErrorClass()) {
       case GIT_ERROR_NET:
@@ -265,8 +280,7 @@ class RemoteContext {
           credentials.ssh_passphrase.empty() ? nullptr
                                              : credentials.ssh_passphrase.Reveal().c_str());
     }
-    if ((allowed_types & GIT_CREDENTIAL_USERPASS_PLAINTEXT) != 0 &&
-        !credentials.password.empty()) {
+    if ((allowed_types & GIT_CREDENTIAL_USERPASS_PLAINTEXT) != 0 && !credentials.password.empty()) {
       return git_credential_userpass_plaintext_new(out, user.c_str(),
                                                    credentials.password.Reveal().c_str());
     }
@@ -282,8 +296,8 @@ class RemoteContext {
     if (cert->cert_type != GIT_CERT_X509) return 0;
     if (valid != 0 || self->target_.insecure_skip_tls_verify) return 0;
     if (self->target_.ca_file.empty()) {
-      self->cert_error_ = absl::StrCat("the TLS certificate of ", host,
-                                       " is not trusted (set ca_file to its CA)");
+      self->cert_error_ =
+          absl::StrCat("the TLS certificate of ", host, " is not trusted (set ca_file to its CA)");
     } else {
       absl::Status verified = VerifyCertificate(*reinterpret_cast<const git_cert_x509*>(cert),
                                                 self->target_.ca_file, host);
@@ -417,8 +431,8 @@ absl::StatusOr<ChangeNode> IndexChanges(const std::vector<FileChange>& changes) 
     for (size_t i = 0; i + 1 < components.size(); ++i) {
       auto file = node->files.find(components[i]);
       if (file != node->files.end() && file->second->content.has_value()) {
-        return absl::InvalidArgumentError(absl::StrCat("path \"", change.path, "\" is under file \"",
-                                                       file->second->path, "\""));
+        return absl::InvalidArgumentError(
+            absl::StrCat("path \"", change.path, "\" is under file \"", file->second->path, "\""));
       }
       node = &node->dirs[components[i]];
     }
@@ -433,6 +447,7 @@ absl::StatusOr<ChangeNode> IndexChanges(const std::vector<FileChange>& changes) 
 }
 
 // Writes the tree `base` with `node` applied; nullopt when it ends up empty (unless keep_empty).
+// Unchanged content is hashed but never written, so unchanged subtrees keep their ids.
 absl::StatusOr<std::optional<git_oid>> WriteTree(git_repository* repo, const git_tree* base,
                                                  const ChangeNode& node, const std::string& prefix,
                                                  bool keep_empty, const Redactor& redact) {
@@ -441,28 +456,37 @@ absl::StatusOr<std::optional<git_oid>> WriteTree(git_repository* repo, const git
     return LocalGitError("creating a tree builder", redact);
   }
   TreeBuilderPtr builder(raw_builder);
+  bool modified = false;
   for (const auto& [name, change] : node.files) {
     const git_tree_entry* existing = git_treebuilder_get(builder.get(), name.c_str());
     if (!change->content.has_value()) {
-      if (existing != nullptr && git_treebuilder_remove(builder.get(), name.c_str()) < 0) {
+      if (existing == nullptr) continue;
+      if (git_treebuilder_remove(builder.get(), name.c_str()) < 0) {
         return LocalGitError(absl::StrCat("deleting ", change->path), redact);
       }
+      modified = true;
       continue;
     }
     if (existing != nullptr && git_tree_entry_type(existing) != GIT_OBJECT_BLOB) {
       return absl::InvalidArgumentError(
           absl::StrCat("cannot write file \"", change->path, "\": it is a directory"));
     }
-    git_filemode_t mode = existing != nullptr &&
-                                  git_tree_entry_filemode(existing) == GIT_FILEMODE_BLOB_EXECUTABLE
-                              ? GIT_FILEMODE_BLOB_EXECUTABLE
-                              : GIT_FILEMODE_BLOB;
     git_oid blob;
-    if (git_blob_create_from_buffer(&blob, repo, change->content->data(),
-                                    change->content->size()) < 0 ||
+    if (git_odb_hash(&blob, change->content->data(), change->content->size(), GIT_OBJECT_BLOB) <
+        0) {
+      return LocalGitError(absl::StrCat("hashing ", change->path), redact);
+    }
+    if (existing != nullptr && git_oid_equal(&blob, git_tree_entry_id(existing))) continue;
+    git_filemode_t mode =
+        existing != nullptr && git_tree_entry_filemode(existing) == GIT_FILEMODE_BLOB_EXECUTABLE
+            ? GIT_FILEMODE_BLOB_EXECUTABLE
+            : GIT_FILEMODE_BLOB;
+    if (git_blob_create_from_buffer(&blob, repo, change->content->data(), change->content->size()) <
+            0 ||
         git_treebuilder_insert(nullptr, builder.get(), name.c_str(), &blob, mode) < 0) {
       return LocalGitError(absl::StrCat("writing ", change->path), redact);
     }
+    modified = true;
   }
   for (const auto& [name, child] : node.dirs) {
     std::string path = prefix.empty() ? name : absl::StrCat(prefix, "/", name);
@@ -484,14 +508,19 @@ absl::StatusOr<std::optional<git_oid>> WriteTree(git_repository* repo, const git
     if (!written.ok()) return written.status();
     int rc = 0;
     if (written->has_value()) {
+      if (existing != nullptr && git_oid_equal(&**written, git_tree_entry_id(existing))) continue;
       rc = git_treebuilder_insert(nullptr, builder.get(), name.c_str(), &**written,
                                   GIT_FILEMODE_TREE);
     } else if (existing != nullptr) {
       rc = git_treebuilder_remove(builder.get(), name.c_str());
+    } else {
+      continue;
     }
     if (rc < 0) return LocalGitError(absl::StrCat("writing ", path), redact);
+    modified = true;
   }
   if (!keep_empty && git_treebuilder_entrycount(builder.get()) == 0) return std::nullopt;
+  if (!modified && base != nullptr) return *git_tree_id(base);
   git_oid tree;
   if (git_treebuilder_write(&tree, builder.get()) < 0) {
     return LocalGitError(absl::StrCat("writing tree ", prefix), redact);
@@ -568,8 +597,18 @@ std::string TrackingRef(const std::string& branch) {
   return absl::StrCat("refs/remotes/origin/", branch);
 }
 
-absl::StatusOr<RepositoryPtr> OpenCache(const std::string& cache_dir, const GitTarget& target,
-                                        const Redactor& redact, std::unique_ptr<CacheLock>* lock) {
+// The cache repository of one target, locked; objects written while publishing are staged in
+// memory and reach the disk only once a push lands.
+struct Cache {
+  std::unique_ptr<CacheLock> lock;
+  RepositoryPtr repo;
+  // Owned by the repository's object database.
+  git_odb_backend* staged = nullptr;
+  std::string path;
+};
+
+absl::StatusOr<Cache> OpenCache(const std::string& cache_dir, const GitTarget& target,
+                                const Redactor& redact) {
   std::error_code ec;
   std::filesystem::create_directories(cache_dir, ec);
   if (ec) {
@@ -581,18 +620,97 @@ absl::StatusOr<RepositoryPtr> OpenCache(const std::string& cache_dir, const GitT
   if (git_odb_hash(&hash, key.data(), key.size(), GIT_OBJECT_BLOB) < 0) {
     return LocalGitError("hashing the cache key", redact);
   }
-  std::string path = absl::StrCat(cache_dir, "/", OidHex(hash), ".git");
-  *lock = std::make_unique<CacheLock>(path);
-  if (absl::Status locked = (*lock)->status(); !locked.ok()) return locked;
+  Cache cache;
+  cache.path = absl::StrCat(cache_dir, "/", OidHex(hash), ".git");
+  cache.lock = std::make_unique<CacheLock>(cache.path);
+  if (absl::Status locked = cache.lock->status(); !locked.ok()) return locked;
   git_repository* raw_repo = nullptr;
-  if (std::filesystem::exists(path, ec)) {
-    if (git_repository_open_bare(&raw_repo, path.c_str()) == 0) return RepositoryPtr(raw_repo);
-    std::filesystem::remove_all(path, ec);
+  if (std::filesystem::exists(cache.path, ec) &&
+      git_repository_open_bare(&raw_repo, cache.path.c_str()) < 0) {
+    raw_repo = nullptr;
+    std::filesystem::remove_all(cache.path, ec);
   }
-  if (git_repository_init(&raw_repo, path.c_str(), 1) < 0) {
-    return LocalGitError(absl::StrCat("creating cache repository ", path), redact);
+  if (raw_repo == nullptr && git_repository_init(&raw_repo, cache.path.c_str(), 1) < 0) {
+    return LocalGitError(absl::StrCat("creating cache repository ", cache.path), redact);
   }
-  return RepositoryPtr(raw_repo);
+  cache.repo.reset(raw_repo);
+  git_odb* odb = nullptr;
+  if (git_mempack_new(&cache.staged) < 0) return LocalGitError("creating a mempack", redact);
+  if (git_repository_odb(&odb, raw_repo) < 0 || git_odb_add_backend(odb, cache.staged, 999) < 0) {
+    cache.staged->free(cache.staged);
+    git_odb_free(odb);
+    return LocalGitError("staging objects in memory", redact);
+  }
+  git_odb_free(odb);
+  return cache;
+}
+
+constexpr int kMaxCachePacks = 32;
+
+std::vector<std::filesystem::path> PackFiles(const std::string& pack_dir) {
+  std::vector<std::filesystem::path> packs;
+  std::error_code ec;
+  for (std::filesystem::directory_iterator it(pack_dir, ec), end; !ec && it != end;
+       it.increment(ec)) {
+    if (it->path().extension() == ".pack") packs.push_back(it->path());
+  }
+  return packs;
+}
+
+// Repacks everything reachable from `head` into one pack when fetches and publishes have left
+// more than kMaxCachePacks, and drops the rest.
+absl::Status CompactCache(Cache& cache, const git_oid& head, const Redactor& redact) {
+  std::string pack_dir = absl::StrCat(cache.path, "/objects/pack");
+  std::vector<std::filesystem::path> packs = PackFiles(pack_dir);
+  if (static_cast<int>(packs.size()) <= kMaxCachePacks) return absl::OkStatus();
+  git_packbuilder* raw_builder = nullptr;
+  git_revwalk* raw_walk = nullptr;
+  if (git_packbuilder_new(&raw_builder, cache.repo.get()) < 0) {
+    return LocalGitError("creating a pack builder", redact);
+  }
+  PackBuilderPtr builder(raw_builder);
+  if (git_revwalk_new(&raw_walk, cache.repo.get()) < 0) {
+    return LocalGitError("creating a revwalk", redact);
+  }
+  RevwalkPtr walk(raw_walk);
+  if (git_revwalk_push(walk.get(), &head) < 0 ||
+      git_packbuilder_insert_walk(builder.get(), walk.get()) < 0 ||
+      git_packbuilder_write(builder.get(), pack_dir.c_str(), 0, nullptr, nullptr) < 0) {
+    return LocalGitError("repacking the cache", redact);
+  }
+  std::string kept = absl::StrCat("pack-", git_packbuilder_name(builder.get()));
+  for (const std::filesystem::path& pack : packs) {
+    if (pack.stem() == kept) continue;
+    std::error_code ec;
+    for (const char* extension : {".idx", ".rev", ".keep", ".pack"}) {
+      std::filesystem::path file = pack;
+      std::filesystem::remove(file.replace_extension(extension), ec);
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Writes the staged objects into the cache as one pack, so the next publish finds the commit
+// that just landed without fetching it.
+absl::Status KeepStagedObjects(Cache& cache, const git_oid& head, const Redactor& redact) {
+  git_buf pack = GIT_BUF_INIT;
+  git_odb* odb = nullptr;
+  git_odb_writepack* writer = nullptr;
+  int rc = git_mempack_dump(&pack, cache.repo.get(), cache.staged);
+  if (rc == 0) rc = git_repository_odb(&odb, cache.repo.get());
+  if (rc == 0) rc = git_odb_write_pack(&writer, odb, nullptr, nullptr);
+  if (rc == 0) {
+    git_indexer_progress stats = {};
+    rc = writer->append(writer, pack.ptr, pack.size, &stats);
+    if (rc == 0) rc = writer->commit(writer, &stats);
+    writer->free(writer);
+  }
+  absl::Status status = rc == 0 ? absl::OkStatus() : LocalGitError("writing the cache", redact);
+  git_odb_free(odb);
+  git_buf_dispose(&pack);
+  git_mempack_reset(cache.staged);
+  if (!status.ok()) return status;
+  return CompactCache(cache, head, redact);
 }
 
 absl::Status ValidateTarget(const GitTarget& target) {
@@ -605,16 +723,51 @@ absl::Status ValidateTarget(const GitTarget& target) {
   return absl::OkStatus();
 }
 
+// An anonymous remote for the URL exactly as given: url.*.insteadOf rewriting is skipped, which
+// also avoids a libgit2 1.5 leak (pcre2 match data for every config entry it scans).
+int CreateRemote(git_remote** out, git_repository* repo, const std::string& url) {
+  git_remote_create_options options;
+  git_remote_create_options_init(&options, GIT_REMOTE_CREATE_OPTIONS_VERSION);
+  options.repository = repo;
+  options.flags = GIT_REMOTE_CREATE_SKIP_INSTEADOF | GIT_REMOTE_CREATE_SKIP_DEFAULT_FETCHSPEC;
+  return git_remote_create_with_opts(out, url.c_str(), &options);
+}
+
+absl::Status SetTrackingRef(git_repository* repo, const std::string& branch,
+                            const std::optional<git_oid>& head, const Redactor& redact) {
+  std::string tracking_ref = TrackingRef(branch);
+  git_reference* raw_ref = nullptr;
+  if (head.has_value()) {
+    if (git_reference_create(&raw_ref, repo, tracking_ref.c_str(), &*head, 1, nullptr) < 0) {
+      return LocalGitError(absl::StrCat("updating ", tracking_ref), redact);
+    }
+    git_reference_free(raw_ref);
+  } else if (git_reference_lookup(&raw_ref, repo, tracking_ref.c_str()) == 0) {
+    ReferencePtr ref(raw_ref);
+    git_reference_delete(ref.get());
+  }
+  git_error_clear();
+  return absl::OkStatus();
+}
+
+bool HasObject(git_repository* repo, const git_oid& oid) {
+  git_odb* odb = nullptr;
+  if (git_repository_odb(&odb, repo) < 0) return false;
+  bool exists = git_odb_exists(odb, &oid) != 0;
+  git_odb_free(odb);
+  return exists;
+}
+
 // Fetches the branch; its head, or nullopt when the remote has no such branch.
 absl::StatusOr<std::optional<git_oid>> FetchBranch(git_repository* repo, const GitTarget& target,
                                                    const Redactor& redact) {
   git_remote* raw_remote = nullptr;
-  if (git_remote_create_anonymous(&raw_remote, repo, target.url.c_str()) < 0) {
+  if (CreateRemote(&raw_remote, repo, target.url) < 0) {
     return absl::InvalidArgumentError(
         redact(absl::StrCat("git URL ", target.url, ": ", LastGitError())));
   }
-  RemotePtr remote(raw_remote);
   RemoteContext context(target, redact);
+  RemotePtr remote(raw_remote);
   git_fetch_options options;
   git_fetch_options_init(&options, GIT_FETCH_OPTIONS_VERSION);
   context.Install(&options.callbacks);
@@ -622,8 +775,7 @@ absl::StatusOr<std::optional<git_oid>> FetchBranch(git_repository* repo, const G
   options.update_fetchhead = 0;
   options.prune = GIT_FETCH_NO_PRUNE;
   std::string branch_ref = absl::StrCat("refs/heads/", target.branch);
-  std::string tracking_ref = TrackingRef(target.branch);
-  std::string refspec = absl::StrCat("+", branch_ref, ":", tracking_ref);
+  std::string refspec = absl::StrCat("+", branch_ref, ":", TrackingRef(target.branch));
   char* refspecs[] = {refspec.data()};
   git_strarray specs = {refspecs, 1};
   int rc = git_remote_fetch(remote.get(), &specs, &options, nullptr);
@@ -637,17 +789,9 @@ absl::StatusOr<std::optional<git_oid>> FetchBranch(git_repository* repo, const G
   for (size_t i = 0; i < count; ++i) {
     if (branch_ref == heads[i]->name) head = heads[i]->oid;
   }
-  git_reference* raw_ref = nullptr;
-  if (head.has_value()) {
-    if (git_reference_create(&raw_ref, repo, tracking_ref.c_str(), &*head, 1, nullptr) < 0) {
-      return LocalGitError(absl::StrCat("updating ", tracking_ref), redact);
-    }
-    git_reference_free(raw_ref);
-  } else if (git_reference_lookup(&raw_ref, repo, tracking_ref.c_str()) == 0) {
-    ReferencePtr ref(raw_ref);
-    git_reference_delete(ref.get());
+  if (absl::Status tracked = SetTrackingRef(repo, target.branch, head, redact); !tracked.ok()) {
+    return tracked;
   }
-  git_error_clear();
   return head;
 }
 
@@ -658,91 +802,209 @@ using PushRejection = std::optional<std::string>;
 bool IsRaceRejection(absl::string_view reason) {
   for (absl::string_view race : {"fast-forward", "fastforward", "fetch first", "stale", "lock",
                                  "failed to update", "already exists"}) {
-    if (absl::StrContainsIgnoreCase(reason, race)) return true;
+    if (ContainsIgnoreCase(reason, race)) return true;
   }
   return false;
 }
 
-absl::StatusOr<PushRejection> PushRemote(git_repository* repo, const GitTarget& target,
-                                         const git_oid& commit, const Redactor& redact) {
-  std::string branch_ref = absl::StrCat("refs/heads/", target.branch);
-  git_reference* raw_ref = nullptr;
-  if (git_reference_create(&raw_ref, repo, branch_ref.c_str(), &commit, 1, nullptr) < 0) {
-    return LocalGitError(absl::StrCat("updating ", branch_ref), redact);
-  }
-  git_reference_free(raw_ref);
-  git_remote* raw_remote = nullptr;
-  if (git_remote_create_anonymous(&raw_remote, repo, target.url.c_str()) < 0) {
-    return absl::InvalidArgumentError(
-        redact(absl::StrCat("git URL ", target.url, ": ", LastGitError())));
-  }
-  RemotePtr remote(raw_remote);
-  RemoteContext context(target, redact);
-  git_push_options options;
-  git_push_options_init(&options, GIT_PUSH_OPTIONS_VERSION);
-  context.Install(&options.callbacks);
-  std::string refspec = absl::StrCat(branch_ref, ":", branch_ref);
-  char* refspecs[] = {refspec.data()};
-  git_strarray specs = {refspecs, 1};
-  int rc = git_remote_push(remote.get(), &specs, &options);
-  if (rc == GIT_ENONFASTFORWARD) return PushRejection(LastGitError());
-  if (rc < 0) return context.Error(rc, "push to");
-  if (context.push_rejection().empty()) return PushRejection();
-  if (IsRaceRejection(context.push_rejection())) return PushRejection(context.push_rejection());
-  return absl::FailedPreconditionError(redact(absl::StrCat(
-      "git push to ", target.url, " (branch ", target.branch, ") refused: ",
-      context.push_rejection())));
-}
+// Where a publish goes: tells the branch head as the remote has it now, then pushes a commit on
+// top of it.
+class Destination {
+ public:
+  virtual ~Destination() = default;
+  // The branch head; nullopt when the branch does not exist.
+  virtual absl::StatusOr<std::optional<git_oid>> Head() = 0;
+  // Moves the branch from `expected` to `commit` unless it moved meanwhile.
+  virtual absl::StatusOr<PushRejection> Push(const git_oid& commit,
+                                             const std::optional<git_oid>& expected) = 0;
+};
 
-// Pushes into a bare repository on this machine. libgit2's local transport updates the ref
-// without checking its old value, so this writes the pack itself and compares-and-swaps the ref
-// under git's lock file.
-absl::StatusOr<PushRejection> PushLocal(git_repository* repo, const std::string& remote_path,
-                                        const GitTarget& target, const git_oid& commit,
-                                        const std::optional<git_oid>& expected,
-                                        const Redactor& redact) {
-  git_repository* raw_remote = nullptr;
-  if (git_repository_open_bare(&raw_remote, remote_path.c_str()) < 0) {
-    return absl::NotFoundError(
-        redact(absl::StrCat("git push to ", target.url, ": no bare repository at ", remote_path,
-                            ": ", LastGitError())));
+// A remote reached through libgit2's transports, connected for push. The head comes from
+// receive-pack's advertisement on the same connection the push then uses, so the window in which
+// another writer can move the branch is a single connection; receive-pack compares the old value
+// under its ref lock.
+class RemoteDestination final : public Destination {
+ public:
+  static absl::StatusOr<std::unique_ptr<RemoteDestination>> Connect(git_repository* repo,
+                                                                    const GitTarget& target,
+                                                                    const Redactor& redact) {
+    std::unique_ptr<RemoteDestination> destination(new RemoteDestination(repo, target, redact));
+    git_remote* raw_remote = nullptr;
+    if (CreateRemote(&raw_remote, repo, target.url) < 0) {
+      return absl::InvalidArgumentError(
+          redact(absl::StrCat("git URL ", target.url, ": ", LastGitError())));
+    }
+    destination->remote_.reset(raw_remote);
+    git_remote_callbacks callbacks;
+    git_remote_init_callbacks(&callbacks, GIT_REMOTE_CALLBACKS_VERSION);
+    destination->context_.Install(&callbacks);
+    int rc = git_remote_connect(raw_remote, GIT_DIRECTION_PUSH, &callbacks, nullptr, nullptr);
+    if (rc < 0) return destination->context_.Error(rc, "connect to");
+    return destination;
   }
-  RepositoryPtr remote(raw_remote);
-  git_packbuilder* raw_builder = nullptr;
-  git_revwalk* raw_walk = nullptr;
-  if (git_packbuilder_new(&raw_builder, repo) < 0) {
-    return LocalGitError("creating a pack builder", redact);
+
+  absl::StatusOr<std::optional<git_oid>> Head() override {
+    const git_remote_head** heads = nullptr;
+    size_t count = 0;
+    if (git_remote_ls(&heads, &count, remote_.get()) < 0) {
+      return context_.Error(GIT_ERROR, "list refs of");
+    }
+    std::string branch_ref = absl::StrCat("refs/heads/", target_.branch);
+    for (size_t i = 0; i < count; ++i) {
+      if (branch_ref == heads[i]->name) return heads[i]->oid;
+    }
+    return std::nullopt;
   }
-  PackBuilderPtr builder(raw_builder);
-  if (git_revwalk_new(&raw_walk, repo) < 0) return LocalGitError("creating a revwalk", redact);
-  RevwalkPtr walk(raw_walk);
-  if (git_revwalk_push(walk.get(), &commit) < 0 ||
-      (expected.has_value() && git_revwalk_hide(walk.get(), &*expected) < 0) ||
-      git_packbuilder_insert_walk(builder.get(), walk.get()) < 0) {
-    return LocalGitError("collecting objects to push", redact);
-  }
-  std::string pack_dir = absl::StrCat(git_repository_path(remote.get()), "objects/pack");
-  if (git_packbuilder_write(builder.get(), pack_dir.c_str(), 0, nullptr, nullptr) < 0) {
-    return absl::UnavailableError(redact(absl::StrCat(
-        "git push to ", target.url, ": writing the pack: ", LastGitError())));
-  }
-  std::string branch_ref = absl::StrCat("refs/heads/", target.branch);
-  std::string log_message = absl::StrCat("elfdeploy: publish ", OidHex(commit));
-  git_reference* raw_ref = nullptr;
-  int rc = expected.has_value()
-               ? git_reference_create_matching(&raw_ref, remote.get(), branch_ref.c_str(), &commit,
-                                               1, &*expected, log_message.c_str())
-               : git_reference_create(&raw_ref, remote.get(), branch_ref.c_str(), &commit, 0,
-                                      log_message.c_str());
-  if (rc == 0) {
+
+  absl::StatusOr<PushRejection> Push(const git_oid& commit,
+                                     const std::optional<git_oid>& /*expected*/) override {
+    std::string branch_ref = absl::StrCat("refs/heads/", target_.branch);
+    git_reference* raw_ref = nullptr;
+    if (git_reference_create(&raw_ref, repo_, branch_ref.c_str(), &commit, 1, nullptr) < 0) {
+      return LocalGitError(absl::StrCat("updating ", branch_ref), redact_);
+    }
     git_reference_free(raw_ref);
-    return PushRejection();
+    git_push_options options;
+    git_push_options_init(&options, GIT_PUSH_OPTIONS_VERSION);
+    context_.Install(&options.callbacks);
+    std::string refspec = absl::StrCat(branch_ref, ":", branch_ref);
+    char* refspecs[] = {refspec.data()};
+    git_strarray specs = {refspecs, 1};
+    int rc = git_remote_upload(remote_.get(), &specs, &options);
+    std::string error = LastGitError();
+    absl::Status status = rc < 0 ? context_.Error(rc, "push to") : absl::OkStatus();
+    if (git_reference_lookup(&raw_ref, repo_, branch_ref.c_str()) == 0) {
+      ReferencePtr ref(raw_ref);
+      git_reference_delete(ref.get());
+    }
+    if (rc == GIT_ENONFASTFORWARD) return PushRejection(error);
+    if (!status.ok()) return status;
+    git_remote_disconnect(remote_.get());
+    const std::string& rejection = context_.push_rejection();
+    if (rejection.empty()) return PushRejection();
+    if (IsRaceRejection(rejection)) return PushRejection(rejection);
+    return absl::FailedPreconditionError(redact_(absl::StrCat(
+        "git push to ", target_.url, " (branch ", target_.branch, ") refused: ", rejection)));
   }
-  if (rc == GIT_EMODIFIED || rc == GIT_EEXISTS || rc == GIT_ELOCKED) {
-    return PushRejection(absl::StrCat(branch_ref, ": ", LastGitError()));
+
+ private:
+  RemoteDestination(git_repository* repo, const GitTarget& target, const Redactor& redact)
+      : repo_(repo), target_(target), redact_(redact), context_(target, redact) {}
+
+  git_repository* repo_;
+  const GitTarget& target_;
+  const Redactor& redact_;
+  RemoteContext context_;
+  RemotePtr remote_;
+};
+
+// A bare repository on this machine. libgit2's local transport would update the ref without
+// checking its old value, so this writes the pack itself and compares-and-swaps the ref under
+// git's lock file.
+class LocalDestination final : public Destination {
+ public:
+  static absl::StatusOr<std::unique_ptr<LocalDestination>> Open(git_repository* repo,
+                                                                const std::string& path,
+                                                                const GitTarget& target,
+                                                                const Redactor& redact) {
+    git_repository* raw_remote = nullptr;
+    if (git_repository_open_bare(&raw_remote, path.c_str()) < 0) {
+      return absl::NotFoundError(redact(absl::StrCat(
+          "git push to ", target.url, ": no bare repository at ", path, ": ", LastGitError())));
+    }
+    return std::unique_ptr<LocalDestination>(
+        new LocalDestination(repo, RepositoryPtr(raw_remote), target, redact));
   }
-  return absl::UnavailableError(redact(absl::StrCat("git push to ", target.url, " (branch ",
-                                                    target.branch, "): ", LastGitError())));
+
+  absl::StatusOr<std::optional<git_oid>> Head() override {
+    git_oid head;
+    int rc = git_reference_name_to_id(&head, remote_.get(), branch_ref_.c_str());
+    if (rc == GIT_ENOTFOUND) {
+      git_error_clear();
+      return std::nullopt;
+    }
+    if (rc < 0) {
+      return absl::UnavailableError(redact_(absl::StrCat(
+          "git fetch from ", target_.url, ": reading ", branch_ref_, ": ", LastGitError())));
+    }
+    return head;
+  }
+
+  absl::StatusOr<PushRejection> Push(const git_oid& commit,
+                                     const std::optional<git_oid>& expected) override {
+    git_packbuilder* raw_builder = nullptr;
+    git_revwalk* raw_walk = nullptr;
+    if (git_packbuilder_new(&raw_builder, repo_) < 0) {
+      return LocalGitError("creating a pack builder", redact_);
+    }
+    PackBuilderPtr builder(raw_builder);
+    if (git_revwalk_new(&raw_walk, repo_) < 0) {
+      return LocalGitError("creating a revwalk", redact_);
+    }
+    RevwalkPtr walk(raw_walk);
+    if (git_revwalk_push(walk.get(), &commit) < 0 ||
+        (expected.has_value() && git_revwalk_hide(walk.get(), &*expected) < 0) ||
+        git_packbuilder_insert_walk(builder.get(), walk.get()) < 0) {
+      return LocalGitError("collecting objects to push", redact_);
+    }
+    std::string pack_dir = absl::StrCat(git_repository_path(remote_.get()), "objects/pack");
+    if (git_packbuilder_write(builder.get(), pack_dir.c_str(), 0, nullptr, nullptr) < 0) {
+      return absl::UnavailableError(redact_(
+          absl::StrCat("git push to ", target_.url, ": writing the pack: ", LastGitError())));
+    }
+    std::string log_message = absl::StrCat("elfdeploy: publish ", OidHex(commit));
+    git_reference* raw_ref = nullptr;
+    int rc = GIT_ELOCKED;
+    // Like git's core.filesRefLockTimeout: wait up to ~100 ms for another writer's ref lock.
+    for (int tries = 0; rc == GIT_ELOCKED && tries < 20; ++tries) {
+      if (tries > 0) absl::SleepFor(absl::Milliseconds(5));
+      rc = expected.has_value()
+               ? git_reference_create_matching(&raw_ref, remote_.get(), branch_ref_.c_str(),
+                                               &commit, 1, &*expected, log_message.c_str())
+               : git_reference_create(&raw_ref, remote_.get(), branch_ref_.c_str(), &commit, 0,
+                                      log_message.c_str());
+    }
+    if (rc == 0) {
+      git_reference_free(raw_ref);
+      return PushRejection();
+    }
+    if (rc == GIT_EMODIFIED || rc == GIT_EEXISTS || rc == GIT_ELOCKED) {
+      return PushRejection(absl::StrCat(branch_ref_, ": ", LastGitError()));
+    }
+    return absl::UnavailableError(redact_(absl::StrCat("git push to ", target_.url, " (branch ",
+                                                       target_.branch, "): ", LastGitError())));
+  }
+
+ private:
+  LocalDestination(git_repository* repo, RepositoryPtr remote, const GitTarget& target,
+                   const Redactor& redact)
+      : repo_(repo),
+        remote_(std::move(remote)),
+        target_(target),
+        redact_(redact),
+        branch_ref_(absl::StrCat("refs/heads/", target.branch)) {}
+
+  git_repository* repo_;
+  RepositoryPtr remote_;
+  const GitTarget& target_;
+  const Redactor& redact_;
+  std::string branch_ref_;
+};
+
+absl::StatusOr<std::unique_ptr<Destination>> OpenDestination(git_repository* repo,
+                                                             const GitTarget& target,
+                                                             const Redactor& redact) {
+  std::optional<std::string> local_path = LocalRepositoryPath(target.url);
+  if (local_path.has_value()) {
+    absl::StatusOr<std::unique_ptr<LocalDestination>> local =
+        LocalDestination::Open(repo, *local_path, target, redact);
+    if (!local.ok()) return local.status();
+    return std::unique_ptr<Destination>(*std::move(local));
+  }
+  absl::StatusOr<std::unique_ptr<RemoteDestination>> remote =
+      RemoteDestination::Connect(repo, target, redact);
+  if (!remote.ok()) return remote.status();
+  return std::unique_ptr<Destination>(*std::move(remote));
 }
 
 struct Prepared {
@@ -760,13 +1022,11 @@ int CollectPath(const git_diff_delta* delta, float /*progress*/, void* payload) 
   return 0;
 }
 
-// Fetches, renders on the head and writes the new tree into the cache repository.
-absl::StatusOr<Prepared> Prepare(git_repository* repo, const GitTarget& target,
-                                 const RenderFn& render, const Redactor& redact, bool want_patch) {
+// Renders on `head` (present in the cache) and writes the new tree into the cache repository.
+absl::StatusOr<Prepared> RenderOn(git_repository* repo, const std::optional<git_oid>& head,
+                                  const RenderFn& render, const Redactor& redact, bool want_patch) {
   Prepared prepared;
-  absl::StatusOr<std::optional<git_oid>> head = FetchBranch(repo, target, redact);
-  if (!head.ok()) return head.status();
-  prepared.head = *head;
+  prepared.head = head;
   TreePtr head_tree;
   if (prepared.head.has_value()) {
     git_commit* raw_commit = nullptr;
@@ -851,9 +1111,12 @@ absl::StatusOr<git_oid> CreateCommit(git_repository* repo, const CommitSpec& spe
   return commit;
 }
 
+// A push connection idle for longer than this during a render is replaced before pushing.
+constexpr absl::Duration kMaxIdleConnection = absl::Seconds(10);
+
 absl::Duration Jitter(absl::Duration backoff) {
   thread_local std::mt19937_64 random{std::random_device{}()};
-  std::uniform_real_distribution<double> factor(0.5, 1.0);
+  std::uniform_real_distribution<double> factor(0.0, 1.0);
   return backoff * factor(random);
 }
 
@@ -872,16 +1135,44 @@ absl::StatusOr<PublishOutcome> GitPublisher::Publish(const GitTarget& target,
   absl::StatusOr<std::string> message = ComposeMessage(commit);
   if (!message.ok()) return message.status();
   Redactor redact(target);
-  std::unique_ptr<CacheLock> lock;
-  absl::StatusOr<RepositoryPtr> repo = OpenCache(options_.cache_dir, target, redact, &lock);
-  if (!repo.ok()) return repo.status();
-  std::optional<std::string> local_path = LocalRepositoryPath(target.url);
+  absl::StatusOr<Cache> cache = OpenCache(options_.cache_dir, target, redact);
+  if (!cache.ok()) return cache.status();
+  git_repository* repo = cache->repo.get();
   int max_attempts = std::max(1, options_.max_attempts);
   absl::Duration backoff = options_.initial_backoff;
   std::string rejection;
   for (int attempt = 1; attempt <= max_attempts; ++attempt) {
-    absl::StatusOr<Prepared> prepared = Prepare(repo->get(), target, render, redact, false);
+    git_mempack_reset(cache->staged);
+    std::unique_ptr<Destination> destination;
+    std::optional<git_oid> head;
+    for (int fetches = 0;; ++fetches) {
+      absl::StatusOr<std::unique_ptr<Destination>> opened = OpenDestination(repo, target, redact);
+      if (!opened.ok()) return opened.status();
+      destination = *std::move(opened);
+      absl::StatusOr<std::optional<git_oid>> advertised = destination->Head();
+      if (!advertised.ok()) return advertised.status();
+      head = *advertised;
+      if (!head.has_value() || HasObject(repo, *head)) break;
+      if (fetches == max_attempts) {
+        return absl::AbortedError(absl::StrCat("git fetch from ", redact.url(), " (branch ",
+                                               target.branch, "): the branch kept moving"));
+      }
+      destination.reset();
+      absl::StatusOr<std::optional<git_oid>> fetched = FetchBranch(repo, target, redact);
+      if (!fetched.ok()) return fetched.status();
+    }
+    if (absl::Status tracked = SetTrackingRef(repo, target.branch, head, redact); !tracked.ok()) {
+      return tracked;
+    }
+    absl::Time render_start = absl::Now();
+    absl::StatusOr<Prepared> prepared = RenderOn(repo, head, render, redact, false);
     if (!prepared.ok()) return prepared.status();
+    if (absl::Now() - render_start > kMaxIdleConnection) {
+      destination.reset();
+      absl::StatusOr<std::unique_ptr<Destination>> reopened = OpenDestination(repo, target, redact);
+      if (!reopened.ok()) return reopened.status();
+      destination = *std::move(reopened);
+    }
     PublishOutcome outcome;
     outcome.attempts = attempt;
     outcome.parent = prepared->head.has_value() ? OidHex(*prepared->head) : "";
@@ -890,23 +1181,26 @@ absl::StatusOr<PublishOutcome> GitPublisher::Publish(const GitTarget& target,
       outcome.commit = outcome.parent;
       return outcome;
     }
-    absl::StatusOr<git_oid> created =
-        CreateCommit(repo->get(), commit, *message, *prepared, redact);
+    absl::StatusOr<git_oid> created = CreateCommit(repo, commit, *message, *prepared, redact);
     if (!created.ok()) return created.status();
-    absl::StatusOr<PushRejection> pushed =
-        local_path.has_value()
-            ? PushLocal(repo->get(), *local_path, target, *created, prepared->head, redact)
-            : PushRemote(repo->get(), target, *created, redact);
+    absl::StatusOr<PushRejection> pushed = destination->Push(*created, prepared->head);
     if (!pushed.ok()) return pushed.status();
     if (!pushed->has_value()) {
+      absl::Status kept = SetTrackingRef(repo, target.branch, *created, redact);
+      if (kept.ok()) kept = KeepStagedObjects(*cache, *created, redact);
+      if (!kept.ok()) {
+        log::Warning("git publish landed but the cache could not keep it",
+                     {{"url", redact.url()}, {"branch", target.branch}, {"error", kept}});
+      }
       outcome.commit = OidHex(*created);
       outcome.changed_paths = std::move(prepared->changed_paths);
       return outcome;
     }
     rejection = redact(**pushed);
-    log::Info("git push rejected, the branch moved; rendering again",
-              {{"url", redact.url()}, {"branch", target.branch}, {"attempt", attempt},
-               {"reason", rejection}});
+    log::Info("git push rejected, the branch moved; rendering again", {{"url", redact.url()},
+                                                                       {"branch", target.branch},
+                                                                       {"attempt", attempt},
+                                                                       {"reason", rejection}});
     if (attempt < max_attempts) {
       absl::SleepFor(Jitter(backoff));
       backoff = std::min(backoff * 2, options_.max_backoff);
@@ -921,10 +1215,12 @@ absl::StatusOr<std::pair<std::string, std::string>> GitPublisher::Diff(const Git
                                                                        const RenderFn& render) {
   if (absl::Status valid = ValidateTarget(target); !valid.ok()) return valid;
   Redactor redact(target);
-  std::unique_ptr<CacheLock> lock;
-  absl::StatusOr<RepositoryPtr> repo = OpenCache(options_.cache_dir, target, redact, &lock);
-  if (!repo.ok()) return repo.status();
-  absl::StatusOr<Prepared> prepared = Prepare(repo->get(), target, render, redact, true);
+  absl::StatusOr<Cache> cache = OpenCache(options_.cache_dir, target, redact);
+  if (!cache.ok()) return cache.status();
+  git_repository* repo = cache->repo.get();
+  absl::StatusOr<std::optional<git_oid>> head = FetchBranch(repo, target, redact);
+  if (!head.ok()) return head.status();
+  absl::StatusOr<Prepared> prepared = RenderOn(repo, *head, render, redact, true);
   if (!prepared.ok()) return prepared.status();
   return std::make_pair(std::move(prepared->patch),
                         prepared->head.has_value() ? OidHex(*prepared->head) : std::string());

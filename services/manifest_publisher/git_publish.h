@@ -25,8 +25,8 @@ struct GitCredentials {
 };
 
 struct GitTarget {
-  // file://, git://, http(s)://, ssh:// or scp-like user@host:path. A file:// repository must be
-  // bare.
+  // file://, git://, http(s)://, ssh://, scp-like user@host:path, or a local path. A local
+  // repository must be bare.
   std::string url;
   std::string branch = "main";
   GitCredentials credentials;
@@ -97,22 +97,24 @@ class GitPublisher {
   GitPublisher(const GitPublisher&) = delete;
   GitPublisher& operator=(const GitPublisher&) = delete;
 
-  // Fetches the branch into the cache (a bare repository, created the first time), calls `render`
-  // with the head's tree, builds the new tree in memory from the returned changes and commits only
-  // when the tree differs (else no_op with the current head). Pushes without force; when the push
-  // is rejected because the remote moved, fetches, renders again on the new head and retries with
-  // jittered backoff, at most max_attempts renders (then ABORTED). Works on an empty remote.
-  // Errors: render's own errors unchanged; INVALID_ARGUMENT for bad changes or commit specs;
-  // UNAUTHENTICATED naming the URL when the server refuses the credentials (tried once, never in
-  // a loop); FAILED_PRECONDITION for an untrusted TLS certificate or a push refused for other
-  // reasons (hooks, protection); NOT_FOUND for a missing repository; UNAVAILABLE for network
-  // failures. No error contains a password or passphrase.
+  // Asks the remote for the branch head and fetches it into the cache (a bare repository per
+  // URL and branch, created the first time) unless the cache already has it, calls `render` with
+  // the head's tree, builds the new tree in memory from the returned changes and commits only when
+  // the tree differs (else no_op with the current head). Pushes without force, expecting the head
+  // it rendered on; when the remote moved meanwhile, renders again on the new head after a
+  // jittered exponential backoff, at most max_attempts renders (then ABORTED). Works on an empty
+  // remote. Errors: render's own errors unchanged; INVALID_ARGUMENT for bad changes, branches or
+  // commit specs; UNAUTHENTICATED naming the URL when the server refuses the credentials (offered
+  // once per connection, never in a loop); FAILED_PRECONDITION for an untrusted TLS certificate or
+  // a push refused for other reasons (hooks, protection); NOT_FOUND for a missing repository;
+  // UNAVAILABLE for network failures. No error contains a password or passphrase. ssh host keys
+  // are not verified (libgit2 1.5 has no known_hosts support).
   absl::StatusOr<PublishOutcome> Publish(const GitTarget& target, const RenderFn& render,
                                          const CommitSpec& commit);
 
   // Fetches, renders on the branch head and returns the unified diff (git's patch format) from the
-  // head's tree to the tree with the changes applied ("" when equal), and the head. Commits and
-  // pushes nothing.
+  // head's tree to the tree with the changes applied ("" when equal), and the head ("" for an
+  // empty remote). Commits and pushes nothing; needs only read access.
   absl::StatusOr<std::pair<std::string, std::string>> Diff(const GitTarget& target,
                                                            const RenderFn& render);
 

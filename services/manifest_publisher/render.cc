@@ -23,6 +23,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "yaml-cpp/anchor.h"
+#include "yaml-cpp/eventhandler.h"
 #include "yaml-cpp/yaml.h"
 
 namespace elfdeploy::publisher {
@@ -40,10 +42,10 @@ constexpr char kNoCredential[] =
     "no credential enters the GitOps repo: keep it in a Secret in the cluster and reference "
     "that Secret by name";
 
-#define RENDER_RETURN_IF_ERROR(expr)    \
-  do {                                  \
-    absl::Status _status = (expr);      \
-    if (!_status.ok()) return _status;  \
+#define RENDER_RETURN_IF_ERROR(expr)   \
+  do {                                 \
+    absl::Status _status = (expr);     \
+    if (!_status.ok()) return _status; \
   } while (false)
 
 // ---------------------------------------------------------------------------------------------
@@ -77,8 +79,8 @@ bool HasControlOrSpace(absl::string_view s) {
 }
 
 bool IsYamlReservedWord(absl::string_view s) {
-  static constexpr absl::string_view kWords[] = {"y",   "n",     "yes", "no",   "true",
-                                                 "false", "on",  "off", "null", "~"};
+  static constexpr absl::string_view kWords[] = {"y",     "n",  "yes", "no",   "true",
+                                                 "false", "on", "off", "null", "~"};
   const std::string lower = absl::AsciiStrToLower(s);
   for (absl::string_view word : kWords) {
     if (lower == word) return true;
@@ -102,6 +104,8 @@ bool NeedsQuotes(absl::string_view s, bool flow) {
   }
   return false;
 }
+
+std::string Str(absl::string_view s) { return std::string(s.data(), s.size()); }
 
 std::string DoubleQuote(absl::string_view s) {
   std::string out = "\"";
@@ -159,7 +163,7 @@ std::string FormatScalar(absl::string_view value, QuoteStyle style, bool flow) {
     case QuoteStyle::kPlain:
       break;
   }
-  return NeedsQuotes(value, flow) ? DoubleQuote(value) : std::string(value);
+  return NeedsQuotes(value, flow) ? DoubleQuote(value) : Str(value);
 }
 
 // Repository path of an image reference: registry host, tag and digest removed; Docker Hub
@@ -180,7 +184,7 @@ std::string RepoPath(absl::string_view ref) {
     }
   }
   if (!absl::StrContains(ref, '/')) return absl::StrCat("library/", ref);
-  return std::string(ref);
+  return Str(ref);
 }
 
 bool IsLowerHex(absl::string_view s) {
@@ -251,8 +255,8 @@ bool LooksLikeCredentialKey(absl::string_view key) {
   if (absl::StrContains(joined, "dockerconfigjson") || absl::StrContains(joined, "dockercfg")) {
     return true;
   }
-  static const std::set<std::string> kQualifiers = {"file", "path", "name", "ref", "dir",
-                                                    "mount", "id", "url", "uri", "endpoint"};
+  static const std::set<std::string> kQualifiers = {"file",  "path", "name", "ref", "dir",
+                                                    "mount", "id",   "url",  "uri", "endpoint"};
   if (kQualifiers.contains(words.back())) return false;
   static const std::set<std::string> kAnywhere = {"password", "passwd",     "passphrase",
                                                   "secret",   "credential", "credentials",
@@ -276,9 +280,8 @@ bool LooksLikeCredentialValue(absl::string_view value) {
     return true;
   }
   if (absl::StrContains(value, "\"auths\"")) return true;
-  static constexpr absl::string_view kPrefixes[] = {"ghp_",   "gho_",   "ghu_",   "ghs_",
-                                                    "ghr_",   "github_pat_", "glpat-",
-                                                    "xoxb-",  "xoxp-",  "sk-ant-"};
+  static constexpr absl::string_view kPrefixes[] = {
+      "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "glpat-", "xoxb-", "xoxp-", "sk-ant-"};
   for (absl::string_view prefix : kPrefixes) {
     if (absl::StartsWith(value, prefix) && value.size() > prefix.size() + 8) return true;
   }
@@ -340,10 +343,10 @@ class SafetyHandler : public YAML::EventHandler {
     if (!anchor_) anchor_ = mark;
   }
 
-  std::uint64_t total() const { return total_; }
-  const std::optional<YAML::Mark>& alias() const { return alias_; }
-  const std::optional<YAML::Mark>& anchor() const { return anchor_; }
-  const std::optional<YAML::Mark>& tag() const { return tag_; }
+  std::uint64_t Total() const { return total_; }
+  const std::optional<YAML::Mark>& Alias() const { return alias_; }
+  const std::optional<YAML::Mark>& Anchor() const { return anchor_; }
+  const std::optional<YAML::Mark>& Tag() const { return tag_; }
 
  private:
   struct Frame {
@@ -392,10 +395,41 @@ struct Manifest {
   std::vector<YAML::Node> docs;
 };
 
-absl::StatusOr<Manifest> ParseManifest(absl::string_view input) {
-  if (input.size() > kMaxManifestBytes) {
+// INVALID_ARGUMENT for anchors, aliases (a YAML bomb when their expansion exceeds the node
+// budget) and explicit tags. Without '&', '*' and '!' in the text there can be none.
+absl::Status CheckPlainYaml(const std::string& text) {
+  if (text.find_first_of("&*!") == std::string::npos) return absl::OkStatus();
+  SafetyHandler safety;
+  try {
+    std::istringstream stream(text);
+    YAML::Parser parser(stream);
+    while (parser.HandleNextDocument(safety)) {
+      if (safety.Total() > kMaxExpandedNodes) break;
+    }
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("invalid YAML: ", e.what()));
+  }
+  if (safety.Alias() && safety.Total() > kMaxExpandedNodes) {
     return absl::InvalidArgumentError(
-        absl::StrCat("larger than ", kMaxManifestBytes, " bytes"));
+        absl::StrFormat("YAML bomb: alias expansion exceeds %d nodes (first alias at %s)",
+                        kMaxExpandedNodes, Where(*safety.Alias())));
+  }
+  if (safety.Alias() || safety.Anchor()) {
+    const YAML::Mark& mark = safety.Alias() ? *safety.Alias() : *safety.Anchor();
+    return absl::InvalidArgumentError(absl::StrCat(
+        "YAML anchors and aliases are not supported in app manifests (", Where(mark), ")"));
+  }
+  if (safety.Tag()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "explicit YAML tags are not supported in app manifests (", Where(*safety.Tag()), ")"));
+  }
+  return absl::OkStatus();
+}
+
+// Parses an app manifest; `own_output` skips the input limits for text this file produced.
+absl::StatusOr<Manifest> ParseManifest(absl::string_view input, bool own_output = false) {
+  if (!own_output && input.size() > kMaxManifestBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("larger than ", kMaxManifestBytes, " bytes"));
   }
   if (absl::StrContains(input, '\0')) {
     return absl::InvalidArgumentError("not UTF-8 text (contains NUL bytes)");
@@ -405,33 +439,10 @@ absl::StatusOr<Manifest> ParseManifest(absl::string_view input) {
     manifest.bom = "\xEF\xBB\xBF";
     input.remove_prefix(3);
   }
-  manifest.text = std::string(input);
-  SafetyHandler safety;
-  try {
-    std::istringstream stream(manifest.text);
-    YAML::Parser parser(stream);
-    while (parser.HandleNextDocument(safety)) {
-      if (safety.total() > kMaxExpandedNodes) break;
-    }
-  } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat("invalid YAML: ", e.what()));
-  }
-  if (safety.alias() && safety.total() > kMaxExpandedNodes) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "YAML bomb: alias expansion exceeds %d nodes (first alias at %s)", kMaxExpandedNodes,
-        Where(*safety.alias())));
-  }
-  if (safety.total() > kMaxExpandedNodes) {
-    return absl::InvalidArgumentError(absl::StrFormat("more than %d YAML nodes", kMaxExpandedNodes));
-  }
-  if (safety.alias() || safety.anchor()) {
-    const YAML::Mark& mark = safety.alias() ? *safety.alias() : *safety.anchor();
-    return absl::InvalidArgumentError(absl::StrCat(
-        "YAML anchors and aliases are not supported in app manifests (", Where(mark), ")"));
-  }
-  if (safety.tag()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "explicit YAML tags are not supported in app manifests (", Where(*safety.tag()), ")"));
+  manifest.text = Str(input);
+  if (!own_output) {
+    absl::Status plain = CheckPlainYaml(manifest.text);
+    if (!plain.ok()) return plain;
   }
   try {
     for (const YAML::Node& doc : YAML::LoadAll(manifest.text)) {
@@ -448,7 +459,12 @@ absl::StatusOr<Manifest> ParseManifest(absl::string_view input) {
   return manifest;
 }
 
+// yaml-cpp's Node::operator= writes through to the referenced node, so entries are never
+// assigned; they are only constructed.
 struct Entry {
+  Entry(const YAML::Node& k, const YAML::Node& v) : key(k), value(v) {}
+  Entry(const Entry&) = default;
+  Entry& operator=(const Entry&) = delete;
   YAML::Node key;
   YAML::Node value;
 };
@@ -466,7 +482,7 @@ YAML::Node FindPath(const YAML::Node& node, std::initializer_list<absl::string_v
   for (absl::string_view key : path) {
     std::optional<Entry> e = Find(cur, key);
     if (!e) return YAML::Node(YAML::NodeType::Undefined);
-    cur = e->value;
+    cur.reset(e->value);
   }
   return cur;
 }
@@ -487,7 +503,8 @@ std::vector<YAML::Node> Items(const YAML::Node& seq) {
 std::vector<YAML::Node> PodContainers(const YAML::Node& deployment, bool with_init) {
   std::vector<YAML::Node> out;
   const YAML::Node pod = FindPath(deployment, {"spec", "template", "spec"});
-  for (absl::string_view list : {absl::string_view("containers"), absl::string_view("initContainers")}) {
+  for (absl::string_view list :
+       {absl::string_view("containers"), absl::string_view("initContainers")}) {
     if (list == "initContainers" && !with_init) continue;
     std::optional<Entry> e = Find(pod, list);
     if (!e) continue;
@@ -498,16 +515,16 @@ std::vector<YAML::Node> PodContainers(const YAML::Node& deployment, bool with_in
   return out;
 }
 
-// The Secret kinds of a manifest (documents and items of *List documents).
+// INVALID_ARGUMENT when a document of `manifest`, or an item of a List document, is a Secret.
 absl::Status CheckNoSecret(const Manifest& manifest) {
   for (const YAML::Node& doc : manifest.docs) {
     std::vector<YAML::Node> objects = {doc};
     for (const YAML::Node& item : Items(FindPath(doc, {"items"}))) objects.push_back(item);
     for (const YAML::Node& obj : objects) {
       if (ScalarAt(obj, "kind") == "Secret") {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "contains a Secret \"", ScalarAt(FindPath(obj, {"metadata"}), "name"), "\" at ",
-            Where(obj.Mark()), "; ", kNoCredential));
+        return absl::InvalidArgumentError(
+            absl::StrCat("contains a Secret \"", ScalarAt(FindPath(obj, {"metadata"}), "name"),
+                         "\" at ", Where(obj.Mark()), "; ", kNoCredential));
       }
     }
   }
@@ -521,9 +538,8 @@ absl::Status CheckConfigEntry(absl::string_view what, absl::string_view key,
         absl::StrCat(what, " \"", key, "\" looks like a credential; ", kNoCredential));
   }
   if (LooksLikeCredentialValue(value)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("the value of ", what, " \"", key, "\" looks like a credential; ",
-                     kNoCredential));
+    return absl::InvalidArgumentError(absl::StrCat("the value of ", what, " \"", key,
+                                                   "\" looks like a credential; ", kNoCredential));
   }
   return absl::OkStatus();
 }
@@ -538,36 +554,43 @@ absl::Status CheckConfigEntry(absl::string_view what, absl::string_view key,
 struct Patch {
   enum class Kind { kScalar, kMap, kNamedItem, kImages };
   Kind kind = Kind::kMap;
+  // Key of the entry this patch applies to in its parent mapping.
+  std::string key;
   std::string value;
-  std::vector<std::pair<std::string, Patch>> children;
+  std::vector<Patch> children;
+  // kMap: new entries go after this entry's line when the mapping has it.
   std::string after_key;
 };
 
-Patch ScalarPatch(std::string value) {
+Patch ScalarPatch(std::string key, std::string value) {
   Patch p;
   p.kind = Patch::Kind::kScalar;
+  p.key = std::move(key);
   p.value = std::move(value);
   return p;
 }
 
-Patch MapPatch(std::vector<std::pair<std::string, Patch>> children, std::string after_key = "") {
+Patch MapPatch(std::string key, std::vector<Patch> children, std::string after_key = "") {
   Patch p;
   p.kind = Patch::Kind::kMap;
+  p.key = std::move(key);
   p.children = std::move(children);
   p.after_key = std::move(after_key);
   return p;
 }
 
-Patch NamedItemPatch(std::string name) {
+Patch NamedItemPatch(std::string key, std::string name) {
   Patch p;
   p.kind = Patch::Kind::kNamedItem;
+  p.key = std::move(key);
   p.value = std::move(name);
   return p;
 }
 
-Patch ImagesPatch() {
+Patch ImagesPatch(std::string key) {
   Patch p;
   p.kind = Patch::Kind::kImages;
+  p.key = std::move(key);
   return p;
 }
 
@@ -591,12 +614,10 @@ class Editor {
   absl::Status ApplyDocument(const YAML::Node& root, const Patch& patch) {
     DetectStyle(root);
     std::optional<Entry> first = FirstEntry(root);
-    json_ = root.Style() == YAML::EmitterStyle::Flow && first &&
-            CharAt(first->key.Mark().pos) == '"';
+    json_ =
+        root.Style() == YAML::EmitterStyle::Flow && first && CharAt(first->key.Mark().pos) == '"';
     return ApplyMap(root, patch, Ctx{false, 0, ""});
   }
-
-  int image_matches() const { return image_matches_; }
 
   absl::StatusOr<std::string> Result() const {
     std::vector<const Edit*> order;
@@ -643,16 +664,12 @@ class Editor {
     return Entry{it->first, it->second};
   }
   static std::optional<Entry> LastEntry(const YAML::Node& map) {
-    std::optional<Entry> last;
-    if (!map.IsMap()) return last;
-    for (YAML::const_iterator it = map.begin(); it != map.end(); ++it) {
-      last = Entry{it->first, it->second};
-    }
-    return last;
+    if (!map.IsMap() || map.size() == 0) return std::nullopt;
+    YAML::const_iterator last = map.begin();
+    for (YAML::const_iterator it = map.begin(); it != map.end(); ++it) last = it;
+    return Entry{last->first, last->second};
   }
-  static bool IsFlow(const YAML::Node& node) {
-    return node.Style() == YAML::EmitterStyle::Flow;
-  }
+  static bool IsFlow(const YAML::Node& node) { return node.Style() == YAML::EmitterStyle::Flow; }
 
   char CharAt(int pos) const {
     if (pos < 0 || static_cast<std::size_t>(pos) >= s_.size()) return '\0';
@@ -780,7 +797,7 @@ class Editor {
     }
     if ((c == '|' || c == '>') && !flow) return BlockScalarSpan(b, parent_indent);
     if (c == '\0' || absl::StrContains("!&*|>{}[],#", c)) return Unlocatable(node, "a scalar");
-    const std::string expected = node.Scalar();
+    const std::string& expected = node.Scalar();
     std::size_t end = PlainLineEnd(b, flow);
     std::string folded = s_.substr(b, end - b);
     if (folded == expected) return Span{b, end};
@@ -947,24 +964,24 @@ class Editor {
         break;
     }
     std::vector<std::string> parts;
-    for (const auto& [k, child] : patch.children) {
+    for (const Patch& child : patch.children) {
       if (child.kind == Patch::Kind::kImages) continue;
-      parts.push_back(absl::StrCat(Key(k, true), ": ", Flow(child)));
+      parts.push_back(absl::StrCat(Key(child.key, true), ": ", Flow(child)));
     }
     return absl::StrCat("{", absl::StrJoin(parts, ", "), "}");
   }
 
   // Lines of `key: <patch>` in block style, indented relative to the key.
-  std::vector<std::string> Block(absl::string_view key, const Patch& patch) const {
-    const std::string k = Key(key, false);
+  std::vector<std::string> Block(const Patch& patch) const {
+    const std::string k = Key(patch.key, false);
     switch (patch.kind) {
       case Patch::Kind::kScalar:
         return {absl::StrCat(k, ": ", FormatScalar(patch.value, NewStyle(), false))};
       case Patch::Kind::kNamedItem:
-        return {absl::StrCat(k, ":"),
-                absl::StrCat(std::string(static_cast<std::size_t>(seq_indent_), ' '), "- ",
-                             Key("name", false), ": ",
-                             FormatScalar(patch.value, NewStyle(), false))};
+        return {
+            absl::StrCat(k, ":"),
+            absl::StrCat(std::string(static_cast<std::size_t>(seq_indent_), ' '), "- ",
+                         Key("name", false), ": ", FormatScalar(patch.value, NewStyle(), false))};
       case Patch::Kind::kImages:
         return {};
       case Patch::Kind::kMap:
@@ -979,21 +996,21 @@ class Editor {
 
   std::vector<std::string> BlockChildren(const Patch& patch) const {
     std::vector<std::string> lines;
-    for (const auto& [k, child] : patch.children) {
-      for (std::string& line : Block(k, child)) lines.push_back(std::move(line));
+    for (const Patch& child : patch.children) {
+      for (std::string& line : Block(child)) lines.push_back(std::move(line));
     }
     return lines;
   }
 
   absl::Status ApplyMap(const YAML::Node& map, const Patch& patch, const Ctx& ctx) {
     const bool flow = ctx.flow || IsFlow(map);
-    std::vector<const std::pair<std::string, Patch>*> missing;
-    for (const auto& child : patch.children) {
-      const std::string path = ctx.path.empty() ? child.first : ctx.path + "." + child.first;
-      std::optional<Entry> e = Find(map, child.first);
+    std::vector<const Patch*> missing;
+    for (const Patch& child : patch.children) {
+      const std::string path = ctx.path.empty() ? child.key : ctx.path + "." + child.key;
+      std::optional<Entry> e = Find(map, child.key);
       if (e) {
-        RENDER_RETURN_IF_ERROR(ApplyValue(*e, child.second, Ctx{flow, ctx.depth + 1, path}));
-      } else if (child.second.kind != Patch::Kind::kImages) {
+        RENDER_RETURN_IF_ERROR(ApplyValue(*e, child, Ctx{flow, ctx.depth + 1, path}));
+      } else if (child.kind != Patch::Kind::kImages) {
         missing.push_back(&child);
       }
     }
@@ -1001,8 +1018,9 @@ class Editor {
 
     if (flow) {
       std::vector<std::string> parts;
+      parts.reserve(missing.size());
       for (const auto* m : missing) {
-        parts.push_back(absl::StrCat(Key(m->first, true), ": ", Flow(m->second)));
+        parts.push_back(absl::StrCat(Key(m->key, true), ": ", Flow(*m)));
       }
       const std::string text = absl::StrJoin(parts, ", ");
       std::optional<Entry> last = LastEntry(map);
@@ -1024,11 +1042,11 @@ class Editor {
     const int col = first->key.Mark().column;
     std::vector<std::string> lines;
     for (const auto* m : missing) {
-      for (std::string& line : Block(m->first, m->second)) lines.push_back(std::move(line));
+      for (std::string& line : Block(*m)) lines.push_back(std::move(line));
     }
     std::optional<std::size_t> at;
-    std::optional<Entry> anchor;
-    if (!patch.after_key.empty()) anchor = Find(map, patch.after_key);
+    const std::optional<Entry> anchor =
+        patch.after_key.empty() ? std::nullopt : Find(map, patch.after_key);
     if (anchor) {
       absl::StatusOr<std::size_t> end = EntryEnd(*anchor, false);
       if (end.ok()) at = LineEnd(*end);
@@ -1123,11 +1141,9 @@ class Editor {
           std::optional<Entry> image = Find(item, "image");
           if (!image || !image->value.IsScalar()) continue;
           if (!match_repos_.contains(RepoPath(image->value.Scalar()))) continue;
-          ++image_matches_;
-          RENDER_RETURN_IF_ERROR(ApplyValue(
-              *image, ScalarPatch(image_),
-              Ctx{seq_flow || IsFlow(item), ctx.depth + 2,
-                  absl::StrCat(ctx.path, "[", i, "].image")}));
+          RENDER_RETURN_IF_ERROR(ApplyValue(*image, ScalarPatch("image", image_),
+                                            Ctx{seq_flow || IsFlow(item), ctx.depth + 2,
+                                                absl::StrCat(ctx.path, "[", i, "].image")}));
         }
         return absl::OkStatus();
       }
@@ -1178,7 +1194,6 @@ class Editor {
   int step_ = 2;
   int seq_indent_ = 0;
   bool json_ = false;
-  int image_matches_ = 0;
   std::vector<Edit> edits_;
 };
 
@@ -1193,30 +1208,28 @@ struct AppContext {
   std::set<std::string> match_repos;
 };
 
-std::vector<std::pair<std::string, Patch>> LabelChildren(const AppInput& app) {
-  return {{kNameLabel, ScalarPatch(app.name)},
-          {kPartOfLabel, ScalarPatch(app.group)},
-          {kManagedByLabel, ScalarPatch(kManagedBy)}};
+std::vector<Patch> LabelPatches(const AppInput& app) {
+  return {ScalarPatch(kNameLabel, app.name), ScalarPatch(kPartOfLabel, app.group),
+          ScalarPatch(kManagedByLabel, kManagedBy)};
 }
 
 Patch MetadataPatch(const AppContext& ctx) {
   return MapPatch(
-      {{"metadata", MapPatch({{"namespace", ScalarPatch(ctx.ns)},
-                              {"labels", MapPatch(LabelChildren(*ctx.app))}},
-                             "name")}});
+      "", {MapPatch("metadata",
+                    {ScalarPatch("namespace", ctx.ns), MapPatch("labels", LabelPatches(*ctx.app))},
+                    "name")});
 }
 
 Patch DeploymentPatch(const AppContext& ctx) {
-  std::vector<std::pair<std::string, Patch>> pod;
-  if (!ctx.secret.empty()) pod.emplace_back("imagePullSecrets", NamedItemPatch(ctx.secret));
-  pod.emplace_back("containers", ImagesPatch());
-  pod.emplace_back("initContainers", ImagesPatch());
+  std::vector<Patch> pod;
+  if (!ctx.secret.empty()) pod.push_back(NamedItemPatch("imagePullSecrets", ctx.secret));
+  pod.push_back(ImagesPatch("containers"));
+  pod.push_back(ImagesPatch("initContainers"));
   Patch patch = MetadataPatch(ctx);
-  patch.children.emplace_back(
+  patch.children.push_back(MapPatch(
       "spec",
-      MapPatch({{"template",
-                 MapPatch({{"metadata", MapPatch({{"labels", MapPatch(LabelChildren(*ctx.app))}})},
-                           {"spec", MapPatch(std::move(pod))}})}}));
+      {MapPatch("template", {MapPatch("metadata", {MapPatch("labels", LabelPatches(*ctx.app))}),
+                             MapPatch("spec", std::move(pod))})}));
   return patch;
 }
 
@@ -1231,20 +1244,18 @@ bool HasMetadata(const YAML::Node& doc, const AppContext& ctx) {
          HasLabels(FindPath(metadata, {"labels"}), *ctx.app);
 }
 
-// Applies `patch` to the documents of `manifest` selected by `edit` and returns the new text,
-// re-parsed and checked with `verify`.
+// Applies `patch` to the documents of `manifest` that `select` accepts and returns the new
+// text, after checking that it parses and that `verify` holds for those documents.
 template <typename Select, typename Verify>
 absl::StatusOr<std::string> EditManifest(const Manifest& manifest, const AppContext& ctx,
-                                         const Patch& patch, Select select, Verify verify,
-                                         int* image_matches) {
+                                         const Patch& patch, Select select, Verify verify) {
   Editor editor(manifest.text, ctx.match_repos, ctx.app->image);
   for (const YAML::Node& doc : manifest.docs) {
     if (select(doc)) RENDER_RETURN_IF_ERROR(editor.ApplyDocument(doc, patch));
   }
   absl::StatusOr<std::string> text = editor.Result();
   if (!text.ok()) return text.status();
-  if (image_matches != nullptr) *image_matches = editor.image_matches();
-  absl::StatusOr<Manifest> again = ParseManifest(*text);
+  absl::StatusOr<Manifest> again = ParseManifest(*text, /*own_output=*/true);
   if (!again.ok()) {
     return absl::InternalError(
         absl::StrCat("in-place edit produced invalid YAML: ", again.status().message()));
@@ -1252,8 +1263,7 @@ absl::StatusOr<std::string> EditManifest(const Manifest& manifest, const AppCont
   for (const YAML::Node& doc : again->docs) {
     if (select(doc) && !verify(doc)) {
       return absl::InternalError(absl::StrCat("in-place edit of the ", ScalarAt(doc, "kind"),
-                                              " at ", Where(doc.Mark()),
-                                              " did not take effect"));
+                                              " at ", Where(doc.Mark()), " did not take effect"));
     }
   }
   return absl::StrCat(manifest.bom, *text);
@@ -1261,7 +1271,7 @@ absl::StatusOr<std::string> EditManifest(const Manifest& manifest, const AppCont
 
 void EmitString(YAML::Emitter& out, absl::string_view value) {
   if (NeedsQuotes(value, false)) out << YAML::DoubleQuoted;
-  out << std::string(value);
+  out << Str(value);
 }
 
 void EmitLabels(YAML::Emitter& out, const AppInput& app) {
@@ -1461,17 +1471,17 @@ absl::StatusOr<std::string> GenerateApplication(const TargetInput& target, absl:
 }
 
 std::string JoinPath(absl::string_view prefix, absl::string_view rest) {
-  return prefix.empty() ? std::string(rest) : absl::StrCat(prefix, "/", rest);
+  return prefix.empty() ? Str(rest) : absl::StrCat(prefix, "/", rest);
 }
 
 absl::Status AppError(const AppInput& app, const absl::Status& status) {
-  return absl::Status(status.code(), absl::StrCat("app \"", app.group, "/", app.name, "\": ",
-                                                  status.message()));
+  return absl::Status(status.code(),
+                      absl::StrCat("app \"", app.group, "/", app.name, "\": ", status.message()));
 }
 
 absl::Status AppError(const AppInput& app, absl::string_view what, const absl::Status& status) {
-  return absl::Status(status.code(), absl::StrCat("app \"", app.group, "/", app.name, "\": ",
-                                                  what, ": ", status.message()));
+  return absl::Status(status.code(), absl::StrCat("app \"", app.group, "/", app.name, "\": ", what,
+                                                  ": ", status.message()));
 }
 
 absl::StatusOr<Manifest> ParseAppManifest(const AppInput& app, absl::string_view what,
@@ -1508,14 +1518,14 @@ absl::StatusOr<std::string> EditCompanion(const AppContext& ctx, absl::string_vi
   absl::StatusOr<Manifest> manifest = ParseAppManifest(app, what, text);
   if (!manifest.ok()) return manifest.status();
   if (DocsOfKind(*manifest, kind).empty()) {
-    return AppError(app, absl::InvalidArgumentError(absl::StrCat(
-                             what, " has no kind: ", kind, " document (found: ",
-                             KindsOf(*manifest), ")")));
+    return AppError(
+        app, absl::InvalidArgumentError(absl::StrCat(
+                 what, " has no kind: ", kind, " document (found: ", KindsOf(*manifest), ")")));
   }
   auto select = [kind](const YAML::Node& doc) { return ScalarAt(doc, "kind") == kind; };
   auto verify = [&ctx](const YAML::Node& doc) { return HasMetadata(doc, ctx); };
   absl::StatusOr<std::string> edited =
-      EditManifest(*manifest, ctx, MetadataPatch(ctx), select, verify, nullptr);
+      EditManifest(*manifest, ctx, MetadataPatch(ctx), select, verify);
   if (!edited.ok()) return AppError(app, what, edited.status());
   *parsed = std::move(*manifest);
   return edited;
@@ -1528,15 +1538,15 @@ absl::Status RenderApp(const AppInput& app, const TargetInput& target, absl::str
   ctx.ns = app.namespace_.empty() ? target.namespace_ : app.namespace_;
   ctx.secret = target.no_image_pull_secret ? "" : target.image_pull_secret;
   if (!IsDns1123Label(ctx.ns)) {
-    return AppError(app, absl::InvalidArgumentError(absl::StrCat(
-                             "namespace \"", ctx.ns, "\" is not a DNS-1123 label")));
+    return AppError(app, absl::InvalidArgumentError(
+                             absl::StrCat("namespace \"", ctx.ns, "\" is not a DNS-1123 label")));
   }
   if (std::string problem = ImageProblem(app.image); !problem.empty()) {
     return AppError(app, absl::InvalidArgumentError(problem));
   }
   if (app.port < 0 || app.port > 65535) {
-    return AppError(app, absl::InvalidArgumentError(
-                             absl::StrCat("port ", app.port, " is not a port number")));
+    return AppError(
+        app, absl::InvalidArgumentError(absl::StrCat("port ", app.port, " is not a port number")));
   }
   if (app.match_images.empty()) {
     ctx.match_repos.insert(RepoPath(app.image));
@@ -1549,13 +1559,13 @@ absl::Status RenderApp(const AppInput& app, const TargetInput& target, absl::str
     ctx.match_repos.insert(RepoPath(m));
   }
   if (!app.configmap_yaml.empty() && !app.config.empty()) {
-    return AppError(app, absl::InvalidArgumentError(
-                             "config and configmap_yaml are mutually exclusive"));
+    return AppError(app,
+                    absl::InvalidArgumentError("config and configmap_yaml are mutually exclusive"));
   }
   for (const auto& [key, value] : app.config) {
     if (!IsConfigMapKey(key)) {
-      return AppError(app, absl::InvalidArgumentError(
-                               absl::StrCat("config key \"", key, "\" is not a valid ConfigMap key")));
+      return AppError(app, absl::InvalidArgumentError(absl::StrCat(
+                               "config key \"", key, "\" is not a valid ConfigMap key")));
     }
     absl::Status cred = CheckConfigEntry("config key", key, value);
     if (!cred.ok()) return AppError(app, cred);
@@ -1594,12 +1604,25 @@ absl::Status RenderApp(const AppInput& app, const TargetInput& target, absl::str
     }
   }
   if (matching == 0) {
-    return AppError(
-        app, "deployment_yaml",
-        absl::InvalidArgumentError(absl::StrCat(
-            "no container uses the app's image (repository ",
-            absl::StrJoin(ctx.match_repos, " or "), "); images found: ",
-            images.empty() ? std::string("none") : absl::StrJoin(images, ", "))));
+    return AppError(app, "deployment_yaml",
+                    absl::InvalidArgumentError(absl::StrCat(
+                        "no container uses the app's image (repository ",
+                        absl::StrJoin(ctx.match_repos, " or "), "); images found: ",
+                        images.empty() ? std::string("none") : absl::StrJoin(images, ", "))));
+  }
+
+  const YAML::Node selector = FindPath(deployment, {"spec", "selector", "matchLabels"});
+  for (const Patch& label : LabelPatches(app)) {
+    std::optional<Entry> pinned = Find(selector, label.key);
+    if (!pinned) continue;
+    const std::string value = pinned->value.IsScalar() ? pinned->value.Scalar() : "";
+    if (value == label.value) continue;
+    return AppError(app, "deployment_yaml",
+                    absl::InvalidArgumentError(absl::StrCat(
+                        "spec.selector.matchLabels has ", label.key, "=", value,
+                        " but elfdeploy labels the pods ", label.key, "=", label.value,
+                        "; a Deployment's selector is immutable: rename the app or change "
+                        "the selector")));
   }
 
   auto is_deployment = [](const YAML::Node& doc) { return ScalarAt(doc, "kind") == "Deployment"; };
@@ -1610,8 +1633,8 @@ absl::Status RenderApp(const AppInput& app, const TargetInput& target, absl::str
     }
     if (!ctx.secret.empty()) {
       bool found = false;
-      for (const YAML::Node& s : Items(FindPath(doc, {"spec", "template", "spec",
-                                                      "imagePullSecrets"}))) {
+      for (const YAML::Node& s :
+           Items(FindPath(doc, {"spec", "template", "spec", "imagePullSecrets"}))) {
         found = found || ScalarAt(s, "name") == ctx.secret;
       }
       if (!found) return false;
@@ -1622,9 +1645,8 @@ absl::Status RenderApp(const AppInput& app, const TargetInput& target, absl::str
     }
     return true;
   };
-  int image_matches = 0;
-  absl::StatusOr<std::string> deployment_text = EditManifest(
-      *manifest, ctx, DeploymentPatch(ctx), is_deployment, verify, &image_matches);
+  absl::StatusOr<std::string> deployment_text =
+      EditManifest(*manifest, ctx, DeploymentPatch(ctx), is_deployment, verify);
   if (!deployment_text.ok()) return AppError(app, "deployment_yaml", deployment_text.status());
 
   const std::string dir = JoinPath(prefix, absl::StrCat("manifests/", app.group, "/", app.name));
@@ -1693,11 +1715,11 @@ absl::StatusOr<std::string> ValidatePrefix(absl::string_view prefix) {
   for (absl::string_view part : absl::StrSplit(prefix, '/')) {
     if (part.empty() || part == "." || part == ".." || HasControlOrSpace(part) ||
         absl::StrContains(part, '\\')) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "target path_prefix \"", prefix, "\" has an invalid segment \"", part, "\""));
+      return absl::InvalidArgumentError(absl::StrCat("target path_prefix \"", prefix,
+                                                     "\" has an invalid segment \"", part, "\""));
     }
   }
-  return std::string(prefix);
+  return Str(prefix);
 }
 
 absl::Status ValidateTarget(const TargetInput& target) {
@@ -1721,9 +1743,8 @@ absl::Status ValidateTarget(const TargetInput& target) {
     }
   }
   if (!target.no_image_pull_secret && !IsDns1123Subdomain(target.image_pull_secret)) {
-    return absl::InvalidArgumentError(absl::StrCat("target image_pull_secret \"",
-                                                   target.image_pull_secret,
-                                                   "\" is not a DNS-1123 subdomain"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "target image_pull_secret \"", target.image_pull_secret, "\" is not a DNS-1123 subdomain"));
   }
   return absl::OkStatus();
 }
@@ -1739,7 +1760,7 @@ absl::StatusOr<RenderResult> RenderTreeUnsafe(
   std::map<std::string, std::set<std::string>> groups;
   for (const AppInput& app : apps) {
     const std::pair<absl::string_view, absl::string_view> names[] = {{"name", app.name},
-                                                                      {"group", app.group}};
+                                                                     {"group", app.group}};
     for (const auto& [field, value] : names) {
       if (!IsDns1123Label(value)) {
         return AppError(app, absl::InvalidArgumentError(absl::StrCat(
@@ -1771,7 +1792,8 @@ absl::StatusOr<RenderResult> RenderTreeUnsafe(
     if (!kustomization.ok()) return kustomization.status();
     result.files.push_back(
         RenderedFile{absl::StrCat(manifests, "/kustomization.yaml"), *std::move(kustomization)});
-    const std::string app_path = JoinPath(*prefix, absl::StrCat("applications/", group, "-app.yaml"));
+    const std::string app_path =
+        JoinPath(*prefix, absl::StrCat("applications/", group, "-app.yaml"));
     absl::StatusOr<std::string> application = GenerateApplication(target, group, manifests);
     if (!application.ok()) return application.status();
     result.files.push_back(RenderedFile{app_path, *std::move(application)});
@@ -1781,6 +1803,8 @@ absl::StatusOr<RenderResult> RenderTreeUnsafe(
             [](const RenderedFile& a, const RenderedFile& b) { return a.path < b.path; });
   return result;
 }
+
+#undef RENDER_RETURN_IF_ERROR
 
 }  // namespace
 

@@ -72,20 +72,23 @@ struct RenderResult {
 //                                             on the Deployment and its pod template, and
 //                                             imagePullSecrets; every other byte is kept
 //   manifests/<group>/<app>/service.yaml      given (namespace and labels edited in place) or
-//                                             generated from `port` or the containerPorts (none
+//                                             generated: `port` to the first matching container's
+//                                             first containerPort, else every containerPort (none
 //                                             without ports or when deployment_yaml has one)
 //   manifests/<group>/<app>/configmap.yaml    given (edited likewise) or generated from `config`
 //   manifests/<group>/<app>/kustomization.yaml  the app's files
-//   manifests/<group>/kustomization.yaml      every app folder of the group: existing_apps[group]
-//                                             (names that are not DNS-1123 labels are skipped)
-//                                             and the rendered apps, sorted
+//   manifests/<group>/kustomization.yaml      the app folders of the group, sorted: the rendered
+//                                             apps and existing_apps[group] (names that are not
+//                                             DNS-1123 labels are skipped; each listed folder
+//                                             needs its kustomization.yaml, as rendered here)
 //   applications/<group>-app.yaml             Argo CD Application "elf-<group>"
 // The same input gives byte-identical output, and rendering an output again changes nothing.
 // INVALID_ARGUMENT naming the app and the problem: no apps, invalid target, invalid YAML, YAML
 // anchors/aliases/tags (alias expansion beyond 100000 nodes is reported as a YAML bomb), no single
-// Deployment, no container using the app's image (lists the images found), names that are not
-// DNS-1123 labels, duplicate apps, an image without digest, any Secret document and any
-// credential-looking config key, env value or config value.
+// Deployment, no container using the app's image (lists the images found), a selector pinning
+// one of elfdeploy's labels to another value, names that are not DNS-1123 labels, duplicate
+// apps, an image without digest, any Secret document and any credential-looking config key, env
+// value or config value.
 absl::StatusOr<RenderResult> RenderTree(
     const std::vector<AppInput>& apps, const TargetInput& target,
     const std::map<std::string, std::set<std::string>>& existing_apps);

@@ -1,0 +1,146 @@
+#include "services/manifest_publisher/publisher.h"
+
+#include <algorithm>
+#include <set>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+
+namespace elfdeploy::publisher {
+
+PublishMetrics::PublishMetrics(prometheus::Registry& registry)
+    : commits_(prometheus::BuildCounter()
+                   .Name("elfdeploy_publish_commits_total")
+                   .Help("GitOps commits pushed.")
+                   .Register(registry)
+                   .Add({})),
+      noops_(prometheus::BuildCounter()
+                 .Name("elfdeploy_publish_noop_total")
+                 .Help("Publishes whose tree equalled the head: no commit.")
+                 .Register(registry)
+                 .Add({})),
+      push_retries_(prometheus::BuildCounter()
+                        .Name("elfdeploy_publish_push_retries_total")
+                        .Help("Pushes retried after the remote moved (non-fast-forward).")
+                        .Register(registry)
+                        .Add({})),
+      seconds_(prometheus::BuildHistogram()
+                   .Name("elfdeploy_publish_seconds")
+                   .Help("Duration of successful publishes.")
+                   .Register(registry)
+                   .Add({}, prometheus::Histogram::BucketBoundaries{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
+                                                                    10, 30, 60})) {}
+
+void PublishMetrics::Published(const PublishOutcome& outcome, absl::Duration elapsed) {
+  if (outcome.no_op) {
+    noops_.Increment();
+  } else {
+    commits_.Increment();
+  }
+  if (outcome.attempts > 1) push_retries_.Increment(outcome.attempts - 1);
+  seconds_.Observe(absl::ToDoubleSeconds(elapsed));
+}
+
+ManifestPublisher::ManifestPublisher(ManifestPublisherOptions options, PublishMetrics* metrics)
+    : options_(std::move(options)), metrics_(metrics), git_(options_.git) {}
+
+RenderFn ManifestPublisher::MakeRender(const PublishParams& params, RenderResult* last,
+                                       std::vector<FileResult>* files) const {
+  return [&params, last, files](const TreeReader& tree) -> absl::StatusOr<std::vector<FileChange>> {
+    // Every app folder already in a rendered group stays listed in its kustomization.
+    std::map<std::string, std::set<std::string>> existing;
+    for (const AppInput& app : params.apps) {
+      if (existing.count(app.group) > 0) continue;
+      std::string dir =
+          absl::StrCat(params.tree.path_prefix.empty() ? "" : params.tree.path_prefix + "/",
+                       "manifests/", app.group);
+      absl::StatusOr<std::vector<std::string>> names = tree.ListDir(dir);
+      if (!names.ok()) return names.status();
+      std::set<std::string>& apps = existing[app.group];
+      for (const std::string& name : *names) {
+        if (name != "kustomization.yaml") apps.insert(name);
+      }
+    }
+    absl::StatusOr<RenderResult> rendered = RenderTree(params.apps, params.tree, existing);
+    if (!rendered.ok()) return rendered.status();
+    std::vector<FileChange> changes;
+    files->clear();
+    for (const RenderedFile& file : rendered->files) {
+      absl::StatusOr<std::optional<std::string>> current = tree.ReadFile(file.path);
+      if (!current.ok()) return current.status();
+      Change change = !current->has_value()       ? Change::kAdded
+                      : **current == file.content ? Change::kUnchanged
+                                                  : Change::kModified;
+      files->push_back(FileResult{file.path, file.content, change});
+      changes.push_back(FileChange{file.path, file.content});
+    }
+    *last = *std::move(rendered);
+    return changes;
+  };
+}
+
+CommitSpec ManifestPublisher::MakeCommit(const PublishParams& params) const {
+  CommitSpec commit;
+  std::vector<std::string> names;
+  std::vector<std::pair<std::string, std::string>> images;
+  for (const AppInput& app : params.apps) {
+    names.push_back(app.name);
+    size_t at = app.image.rfind('@');
+    images.emplace_back(app.name, at == std::string::npos ? app.image : app.image.substr(at + 1));
+  }
+  std::sort(images.begin(), images.end());
+  commit.message =
+      params.message.empty() ? absl::StrCat("Deploy ", absl::StrJoin(names, ", ")) : params.message;
+  if (!params.correlation_id.empty()) {
+    commit.trailers.emplace_back("Elfdeploy-Rollout", params.correlation_id);
+  }
+  for (const auto& [name, digest] : images) {
+    commit.trailers.emplace_back("Image", absl::StrCat(name, "=", digest));
+  }
+  commit.author_name = params.author_name.empty() ? options_.author_name : params.author_name;
+  commit.author_email = params.author_email.empty() ? options_.author_email : params.author_email;
+  return commit;
+}
+
+absl::StatusOr<RenderOutcome> ManifestPublisher::Render(const PublishParams& params) {
+  if (params.apps.empty()) return absl::InvalidArgumentError("apps: at least one is required");
+  RenderResult last;
+  std::vector<FileResult> files;
+  absl::StatusOr<std::pair<std::string, std::string>> diff =
+      git_.Diff(params.git, MakeRender(params, &last, &files));
+  if (!diff.ok()) return diff.status();
+  RenderOutcome outcome;
+  outcome.files = std::move(files);
+  outcome.diff = diff->first;
+  outcome.base_commit = diff->second;
+  outcome.no_op = std::all_of(outcome.files.begin(), outcome.files.end(),
+                              [](const FileResult& f) { return f.change == Change::kUnchanged; });
+  outcome.applications = last.applications;
+  return outcome;
+}
+
+absl::StatusOr<PublishResult> ManifestPublisher::Publish(const PublishParams& params) {
+  if (params.apps.empty()) return absl::InvalidArgumentError("apps: at least one is required");
+  absl::Time start = absl::Now();
+  RenderResult last;
+  std::vector<FileResult> files;
+  absl::StatusOr<PublishOutcome> outcome =
+      git_.Publish(params.git, MakeRender(params, &last, &files), MakeCommit(params));
+  if (!outcome.ok()) return outcome.status();
+  if (metrics_ != nullptr) metrics_->Published(*outcome, absl::Now() - start);
+  PublishResult result;
+  result.git = *outcome;
+  result.applications = last.applications;
+  if (!outcome->no_op) {
+    for (FileResult& file : files) {
+      if (file.change == Change::kUnchanged) continue;
+      file.content.clear();
+      result.changed.push_back(std::move(file));
+    }
+  }
+  return result;
+}
+
+}  // namespace elfdeploy::publisher
