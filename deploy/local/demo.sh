@@ -134,6 +134,7 @@ export DOCKER_REGISTRY=127.0.0.1:$registry_port
 export GITOPS_REPO=git://127.0.0.1:$git_port/gitops.git
 export ELFDEPLOY_ORCHESTRATOR_DATA_DIR=$state/orchestrator
 export ELFDEPLOY_BUILDER_STORE_DIR=$state/builder
+export ELFDEPLOY_PUBLISHER_CACHE_DIR=$state/publisher
 
 say "starting elfdeploy"
 services=(orchestrator builder registry-sync manifest-publisher cluster-watcher)
