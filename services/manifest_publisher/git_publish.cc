@@ -953,16 +953,21 @@ class LocalDestination final : public Destination {
           absl::StrCat("git push to ", target_.url, ": writing the pack: ", LastGitError())));
     }
     std::string log_message = absl::StrCat("elfdeploy: publish ", OidHex(commit));
+    // The zero id makes the creation of a missing branch a compare-and-swap too (a plain
+    // non-forced create checks for the ref before taking its lock).
+    git_oid old_id;
+    if (expected.has_value()) {
+      old_id = *expected;
+    } else {
+      std::memset(&old_id, 0, sizeof(old_id));
+    }
     git_reference* raw_ref = nullptr;
     int rc = GIT_ELOCKED;
     // Like git's core.filesRefLockTimeout: wait up to ~100 ms for another writer's ref lock.
     for (int tries = 0; rc == GIT_ELOCKED && tries < 20; ++tries) {
       if (tries > 0) absl::SleepFor(absl::Milliseconds(5));
-      rc = expected.has_value()
-               ? git_reference_create_matching(&raw_ref, remote_.get(), branch_ref_.c_str(),
-                                               &commit, 1, &*expected, log_message.c_str())
-               : git_reference_create(&raw_ref, remote_.get(), branch_ref_.c_str(), &commit, 0,
-                                      log_message.c_str());
+      rc = git_reference_create_matching(&raw_ref, remote_.get(), branch_ref_.c_str(), &commit, 1,
+                                         &old_id, log_message.c_str());
     }
     if (rc == 0) {
       git_reference_free(raw_ref);
