@@ -414,8 +414,8 @@ class Bench {
         BinaryPath("elfdeploy-manifest-publisher").c_str());
     std::printf(
         "baseline: bash %s, %s; a working copy cloned per repetition (untimed) and kept; "
-        "scripts %s and %s\n",
-        bash->c_str(), git->c_str(), dir_->Join("full.sh").c_str(), dir_->Join("one.sh").c_str());
+        "scripts full.sh and one.sh in %s (kept with ELFDEPLOY_KEEP_TEMP=1)\n",
+        bash->c_str(), git->c_str(), dir_->path().c_str());
     std::printf(
         "remote: git daemon at 127.0.0.1:%d, a fresh bare repository per tool and "
         "repetition\n\n",
