@@ -696,7 +696,22 @@ absl::Status KeepStagedObjects(Cache& cache, const git_oid& head, const Redactor
   git_buf pack = GIT_BUF_INIT;
   git_odb* odb = nullptr;
   git_odb_writepack* writer = nullptr;
-  int rc = git_mempack_dump(&pack, cache.repo.get(), cache.staged);
+  // Only what the new commit adds over its parent: git_mempack_dump would pack its whole tree.
+  git_packbuilder* builder = nullptr;
+  git_revwalk* walk = nullptr;
+  git_commit* commit = nullptr;
+  int rc = git_packbuilder_new(&builder, cache.repo.get());
+  if (rc == 0) rc = git_revwalk_new(&walk, cache.repo.get());
+  if (rc == 0) rc = git_revwalk_push(walk, &head);
+  if (rc == 0) rc = git_commit_lookup(&commit, cache.repo.get(), &head);
+  if (rc == 0 && git_commit_parentcount(commit) > 0) {
+    rc = git_revwalk_hide(walk, git_commit_parent_id(commit, 0));
+  }
+  if (rc == 0) rc = git_packbuilder_insert_walk(builder, walk);
+  if (rc == 0) rc = git_packbuilder_write_buf(&pack, builder);
+  git_commit_free(commit);
+  git_revwalk_free(walk);
+  git_packbuilder_free(builder);
   if (rc == 0) rc = git_repository_odb(&odb, cache.repo.get());
   if (rc == 0) rc = git_odb_write_pack(&writer, odb, nullptr, nullptr);
   if (rc == 0) {
@@ -866,6 +881,7 @@ class RemoteDestination final : public Destination {
     git_reference_free(raw_ref);
     git_push_options options;
     git_push_options_init(&options, GIT_PUSH_OPTIONS_VERSION);
+    options.pb_parallelism = 0;  // pack with every core
     context_.Install(&options.callbacks);
     std::string refspec = absl::StrCat(branch_ref, ":", branch_ref);
     char* refspecs[] = {refspec.data()};
