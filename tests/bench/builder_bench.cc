@@ -47,11 +47,10 @@
 #include "absl/strings/strip.h"
 #include "elfdeploy/v1/builder.grpc.pb.h"
 #include "nlohmann/json.hpp"
+#include "tests/bench/bench_util.h"
 #include "tests/harness/process.h"
 #include "tests/harness/temp_dir.h"
 #include "tests/support/service_process.h"
-
-extern char** environ;
 
 ABSL_FLAG(int, files, 2500, "Python modules in the generated app");
 ABSL_FLAG(int, mb, 60, "MiB of source text in those modules");
@@ -62,8 +61,6 @@ ABSL_FLAG(std::string, work_dir, "",
 
 namespace elfdeploy::testing {
 namespace {
-
-using Clock = std::chrono::steady_clock;
 
 constexpr char kTag[] = "app:bench";
 constexpr char kBuildahRef[] = "app";
@@ -120,42 +117,6 @@ constexpr size_t kStdlibCount = sizeof(kStdlib) / sizeof(kStdlib[0]);
 
 constexpr absl::string_view kExceptions[] = {"ValueError", "KeyError", "RuntimeError", "TypeError",
                                              "LookupError"};
-
-// The work directory's file system, by name.
-std::string FileSystem(const std::string& dir) {
-  struct statfs fs;
-  if (statfs(dir.c_str(), &fs) != 0) return strerror(errno);
-  switch (static_cast<uint64_t>(fs.f_type)) {
-    case TMPFS_MAGIC:
-      return "tmpfs";
-    case EXT4_SUPER_MAGIC:
-      return "ext4";
-    case XFS_SUPER_MAGIC:
-      return "xfs";
-    case BTRFS_SUPER_MAGIC:
-      return "btrfs";
-    case OVERLAYFS_SUPER_MAGIC:
-      return "overlayfs";
-    default:
-      return absl::StrFormat("type 0x%x", static_cast<uint64_t>(fs.f_type));
-  }
-}
-
-std::string DefaultWorkDir() {
-  if (access("/dev/shm", W_OK) == 0 && FileSystem("/dev/shm") == "tmpfs") return "/dev/shm";
-  const char* tmpdir = std::getenv("TMPDIR");
-  return tmpdir != nullptr && *tmpdir != '\0' ? tmpdir : "/tmp";
-}
-
-double SecondsSince(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-double Median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  size_t n = values.size();
-  return n % 2 == 1 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
-}
 
 double Seconds(const google::protobuf::Duration& d) {
   return static_cast<double>(d.seconds()) + static_cast<double>(d.nanos()) / 1e9;
@@ -444,39 +405,6 @@ absl::StatusOr<SourceTree> WriteSourceTree(const std::string& dir, int modules, 
   return tree;
 }
 
-struct Exit {
-  int code = -1;
-  double seconds = 0;
-};
-
-// Runs `argv` in this process's environment, stdout and stderr to `log_path`, timed from spawn to
-// exit. waitpid blocks, so the time has no polling slack.
-absl::StatusOr<Exit> RunTimed(const std::vector<std::string>& argv, const std::string& log_path) {
-  std::vector<char*> argv_ptrs;
-  for (const std::string& arg : argv) argv_ptrs.push_back(const_cast<char*>(arg.c_str()));
-  argv_ptrs.push_back(nullptr);
-
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log_path.c_str(),
-                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
-  pid_t pid = 0;
-  Clock::time_point start = Clock::now();
-  int rc = posix_spawnp(&pid, argv_ptrs[0], &actions, nullptr, argv_ptrs.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  if (rc != 0) return absl::InternalError(absl::StrCat("cannot run ", argv[0], ": ", strerror(rc)));
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) return absl::InternalError(absl::StrCat("waitpid: ", strerror(errno)));
-  }
-  Exit result;
-  result.seconds = SecondsSince(start);
-  result.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return result;
-}
-
 absl::StatusOr<std::string> VersionOf(const std::vector<std::string>& argv) {
   absl::StatusOr<CommandResult> result = RunCommand({.argv = argv});
   if (!result.ok()) return result.status();
@@ -635,7 +563,7 @@ class Buildah {
  private:
   absl::StatusOr<std::string> Run(const std::vector<std::string>& argv, double* seconds) {
     std::string log_path = dir_.Join("log");
-    absl::StatusOr<Exit> exited = RunTimed(argv, log_path);
+    absl::StatusOr<Exit> exited = RunTimed(argv, {}, log_path);
     if (!exited.ok()) return exited.status();
     std::string output = ReadFile(log_path).value_or("");
     if (exited->code != 0) {

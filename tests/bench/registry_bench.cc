@@ -35,13 +35,12 @@
 #include "absl/strings/strip.h"
 #include "elfdeploy/v1/registry_sync.grpc.pb.h"
 #include "nlohmann/json.hpp"
+#include "tests/bench/bench_util.h"
 #include "tests/harness/peers.h"
 #include "tests/harness/process.h"
 #include "tests/harness/temp_dir.h"
 #include "tests/support/oci_image.h"
 #include "tests/support/service_process.h"
-
-extern char** environ;
 
 ABSL_FLAG(int, layers, 6, "layers in the test image");
 ABSL_FLAG(int, layer_mb, 20, "MiB of random content in each layer");
@@ -50,72 +49,13 @@ ABSL_FLAG(int, repeat, 3, "timed copies per tool and scenario; the table shows m
 namespace elfdeploy::testing {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-using Env = std::vector<std::pair<std::string, std::string>>;
-
 constexpr char kLayoutRef[] = "bench";
 constexpr char kRepo[] = "bench/app:v1";
 constexpr double kColdTarget = 0.6;
 constexpr double kWarmTarget = 0.3;
 
-double SecondsSince(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-double Median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  size_t n = values.size();
-  return n % 2 == 1 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
-}
-
 std::string Docker(const RegistryFixture& registry) {
   return absl::StrCat("docker://", registry.host(), "/", kRepo);
-}
-
-struct Exit {
-  int code = -1;
-  double seconds = 0;
-};
-
-// Runs `argv` with `env` over the inherited environment, stdout and stderr to `log_path`, timed
-// from spawn to exit. waitpid blocks, so the time has no polling slack.
-absl::StatusOr<Exit> RunTimed(const std::vector<std::string>& argv, const Env& env,
-                              const std::string& log_path) {
-  std::vector<std::string> env_strings;
-  for (char** entry = environ; *entry != nullptr; ++entry) {
-    absl::string_view kv(*entry);
-    bool overridden = std::any_of(env.begin(), env.end(), [kv](const auto& e) {
-      return absl::StartsWith(kv, absl::StrCat(e.first, "="));
-    });
-    if (!overridden) env_strings.emplace_back(kv);
-  }
-  for (const auto& [name, value] : env) env_strings.push_back(absl::StrCat(name, "=", value));
-  std::vector<char*> argv_ptrs;
-  for (const std::string& arg : argv) argv_ptrs.push_back(const_cast<char*>(arg.c_str()));
-  argv_ptrs.push_back(nullptr);
-  std::vector<char*> env_ptrs;
-  for (std::string& entry : env_strings) env_ptrs.push_back(entry.data());
-  env_ptrs.push_back(nullptr);
-
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log_path.c_str(),
-                                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
-  pid_t pid = 0;
-  Clock::time_point start = Clock::now();
-  int rc = posix_spawnp(&pid, argv_ptrs[0], &actions, nullptr, argv_ptrs.data(), env_ptrs.data());
-  posix_spawn_file_actions_destroy(&actions);
-  if (rc != 0) return absl::InternalError(absl::StrCat("cannot run ", argv[0], ": ", strerror(rc)));
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) return absl::InternalError(absl::StrCat("waitpid: ", strerror(errno)));
-  }
-  Exit result;
-  result.seconds = SecondsSince(start);
-  result.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return result;
 }
 
 struct CopyRun {

@@ -32,6 +32,8 @@ struct ValidCase {
   std::string digest;
 };
 
+void PrintTo(const ValidCase& c, std::ostream* os) { *os << c.input.substr(0, 60); }
+
 class ValidReferenceTest : public ::testing::TestWithParam<ValidCase> {};
 
 TEST_P(ValidReferenceTest, NormalisesAsDocker) {
@@ -71,6 +73,8 @@ struct InvalidCase {
   std::string input;
   std::string message;
 };
+
+void PrintTo(const InvalidCase& c, std::ostream* os) { *os << c.input.substr(0, 60); }
 
 class InvalidReferenceTest : public ::testing::TestWithParam<InvalidCase> {};
 
