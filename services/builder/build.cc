@@ -237,11 +237,13 @@ std::pair<std::string, std::string> GitSource(const std::string& dir) {
     git_oid_tostr(hex, sizeof(hex), &oid);
     out.second = hex;
   }
-  git_remote* remote = nullptr;
-  if (git_remote_lookup(&remote, repo, "origin") == 0) {
-    const char* url = git_remote_url(remote);
+  // The URL is read from the config: git_remote_lookup leaks in libgit2 1.5 (insteadOf matching).
+  git_config* config = nullptr;
+  const char* url = nullptr;
+  if (git_repository_config_snapshot(&config, repo) == 0 &&
+      git_config_get_string(&url, config, "remote.origin.url") == 0 && url != nullptr) {
     // Credentials in a remote URL never reach the image.
-    std::string clean = url == nullptr ? "" : url;
+    std::string clean = url;
     size_t scheme = clean.find("://");
     size_t at = clean.find('@', scheme == std::string::npos ? 0 : scheme + 3);
     size_t slash = clean.find('/', scheme == std::string::npos ? 0 : scheme + 3);
@@ -249,8 +251,8 @@ std::pair<std::string, std::string> GitSource(const std::string& dir) {
       clean.erase(scheme + 3, at - scheme - 2);
     }
     out.first = clean;
-    git_remote_free(remote);
   }
+  git_config_free(config);
   git_repository_free(repo);
   return out;
 }
