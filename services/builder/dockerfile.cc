@@ -12,6 +12,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "nlohmann/json.hpp"
 #include "services/builder/path_util.h"
 
 namespace elfdeploy::builder {
@@ -27,7 +28,6 @@ constexpr const char* kPlatformArgs[] = {"BUILDPLATFORM", "BUILDOS",        "BUI
                                          "TARGETARCH",    "TARGETVARIANT"};
 
 constexpr int kEof = -1;
-constexpr int kMaxJsonDepth = 1000;
 
 void Append(std::string* out, absl::string_view s) { out->append(s.data(), s.size()); }
 
@@ -71,24 +71,6 @@ bool IsPlatformArg(absl::string_view name) {
     if (name == arg) return true;
   }
   return false;
-}
-
-void AppendRune(char32_t r, std::string* out) {
-  if (r < 0x80) {
-    out->push_back(static_cast<char>(r));
-  } else if (r < 0x800) {
-    out->push_back(static_cast<char>(0xC0 | (r >> 6)));
-    out->push_back(static_cast<char>(0x80 | (r & 0x3F)));
-  } else if (r < 0x10000) {
-    out->push_back(static_cast<char>(0xE0 | (r >> 12)));
-    out->push_back(static_cast<char>(0x80 | ((r >> 6) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | (r & 0x3F)));
-  } else {
-    out->push_back(static_cast<char>(0xF0 | (r >> 18)));
-    out->push_back(static_cast<char>(0x80 | ((r >> 12) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | ((r >> 6) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | (r & 0x3F)));
-  }
 }
 
 bool IsRuneStart(absl::string_view s, size_t i) {
@@ -578,230 +560,6 @@ class Lexer {
   size_t pos_ = 0;
 };
 
-// Go's encoding/json, enough to tell a valid JSON array of strings from anything else.
-class JsonReader {
- public:
-  explicit JsonReader(absl::string_view text) : text_(text) {}
-
-  // Parses the whole text as one JSON array into `elements`, nullopt for each element that is
-  // not a string. False when the text is not valid JSON.
-  bool ReadArray(std::vector<std::optional<std::string>>* elements) {
-    SkipSpace();
-    if (Peek() != '[') return false;
-    ++pos_;
-    SkipSpace();
-    if (Peek() == ']') {
-      ++pos_;
-    } else {
-      for (;;) {
-        SkipSpace();
-        if (Peek() == '"') {
-          std::string s;
-          if (!ReadString(&s)) return false;
-          elements->push_back(std::move(s));
-        } else {
-          if (!SkipValue(1)) return false;
-          elements->push_back(std::nullopt);
-        }
-        SkipSpace();
-        if (Peek() == ',') {
-          ++pos_;
-          continue;
-        }
-        if (Peek() != ']') return false;
-        ++pos_;
-        break;
-      }
-    }
-    SkipSpace();
-    return pos_ == text_.size();
-  }
-
- private:
-  int Peek() const { return pos_ < text_.size() ? static_cast<unsigned char>(text_[pos_]) : kEof; }
-
-  void SkipSpace() {
-    while (pos_ < text_.size() && (text_[pos_] == ' ' || text_[pos_] == '\t' ||
-                                   text_[pos_] == '\n' || text_[pos_] == '\r')) {
-      ++pos_;
-    }
-  }
-
-  bool ReadHex4(char32_t* out) {
-    if (pos_ + 4 > text_.size()) return false;
-    char32_t v = 0;
-    for (int k = 0; k < 4; ++k) {
-      const char c = text_[pos_ + k];
-      v <<= 4;
-      if (c >= '0' && c <= '9') {
-        v |= static_cast<char32_t>(c - '0');
-      } else if (c >= 'a' && c <= 'f') {
-        v |= static_cast<char32_t>(c - 'a' + 10);
-      } else if (c >= 'A' && c <= 'F') {
-        v |= static_cast<char32_t>(c - 'A' + 10);
-      } else {
-        return false;
-      }
-    }
-    pos_ += 4;
-    *out = v;
-    return true;
-  }
-
-  bool ReadString(std::string* out) {
-    ++pos_;
-    while (pos_ < text_.size()) {
-      const auto c = static_cast<unsigned char>(text_[pos_]);
-      if (c == '"') {
-        ++pos_;
-        return true;
-      }
-      if (c < 0x20) return false;
-      if (c != '\\') {
-        char32_t rune;
-        const size_t size = DecodeRune(text_, pos_, &rune);
-        if (rune == 0xFFFD && size == 1) {
-          AppendRune(0xFFFD, out);
-        } else {
-          Append(out, text_.substr(pos_, size));
-        }
-        pos_ += size;
-        continue;
-      }
-      ++pos_;
-      if (pos_ >= text_.size()) return false;
-      const char e = text_[pos_++];
-      switch (e) {
-        case '"':
-        case '\\':
-        case '/':
-          out->push_back(e);
-          break;
-        case 'b':
-          out->push_back('\b');
-          break;
-        case 'f':
-          out->push_back('\f');
-          break;
-        case 'n':
-          out->push_back('\n');
-          break;
-        case 'r':
-          out->push_back('\r');
-          break;
-        case 't':
-          out->push_back('\t');
-          break;
-        case 'u': {
-          char32_t r;
-          if (!ReadHex4(&r)) return false;
-          if (r >= 0xD800 && r < 0xDC00) {
-            const size_t save = pos_;
-            char32_t low;
-            if (pos_ + 2 <= text_.size() && text_[pos_] == '\\' && text_[pos_ + 1] == 'u' &&
-                (pos_ += 2, ReadHex4(&low)) && low >= 0xDC00 && low <= 0xDFFF) {
-              r = 0x10000 + ((r - 0xD800) << 10) + (low - 0xDC00);
-            } else {
-              pos_ = save;
-              r = 0xFFFD;
-            }
-          } else if (r >= 0xDC00 && r <= 0xDFFF) {
-            r = 0xFFFD;
-          }
-          AppendRune(r, out);
-          break;
-        }
-        default:
-          return false;
-      }
-    }
-    return false;
-  }
-
-  bool SkipLiteral(absl::string_view literal) {
-    if (!absl::StartsWith(text_.substr(pos_), literal)) return false;
-    pos_ += literal.size();
-    return true;
-  }
-
-  bool SkipDigits() {
-    const size_t start = pos_;
-    while (pos_ < text_.size() && absl::ascii_isdigit(static_cast<unsigned char>(text_[pos_]))) {
-      ++pos_;
-    }
-    return pos_ > start;
-  }
-
-  bool SkipNumber() {
-    if (Peek() == '-') ++pos_;
-    if (Peek() == '0') {
-      ++pos_;
-    } else if (!SkipDigits()) {
-      return false;
-    }
-    if (Peek() == '.') {
-      ++pos_;
-      if (!SkipDigits()) return false;
-    }
-    if (Peek() == 'e' || Peek() == 'E') {
-      ++pos_;
-      if (Peek() == '+' || Peek() == '-') ++pos_;
-      if (!SkipDigits()) return false;
-    }
-    return true;
-  }
-
-  bool SkipValue(int depth) {
-    if (depth > kMaxJsonDepth) return false;
-    SkipSpace();
-    const int c = Peek();
-    std::string ignored;
-    switch (c) {
-      case '"':
-        return ReadString(&ignored);
-      case 't':
-        return SkipLiteral("true");
-      case 'f':
-        return SkipLiteral("false");
-      case 'n':
-        return SkipLiteral("null");
-      case '[':
-      case '{': {
-        const char close = c == '[' ? ']' : '}';
-        ++pos_;
-        SkipSpace();
-        if (Peek() == close) {
-          ++pos_;
-          return true;
-        }
-        for (;;) {
-          SkipSpace();
-          if (c == '{') {
-            if (Peek() != '"' || !ReadString(&ignored)) return false;
-            SkipSpace();
-            if (Peek() != ':') return false;
-            ++pos_;
-          }
-          if (!SkipValue(depth + 1)) return false;
-          SkipSpace();
-          if (Peek() == ',') {
-            ++pos_;
-            continue;
-          }
-          if (Peek() != close) return false;
-          ++pos_;
-          return true;
-        }
-      }
-      default:
-        return (c == '-' || absl::ascii_isdigit(static_cast<unsigned char>(c))) && SkipNumber();
-    }
-  }
-
-  absl::string_view text_;
-  size_t pos_ = 0;
-};
-
 // BuildKit's parseWords: splits on whitespace, keeping quotes and escapes for later expansion.
 std::vector<std::string> SplitKeepingQuotes(absl::string_view rest, char escape) {
   enum { kSpaces, kWord, kQuote } phase = kSpaces;
@@ -1162,17 +920,17 @@ bool HasSpaceOrEquals(absl::string_view name) {
 absl::StatusOr<std::optional<std::vector<std::string>>> ParseExecForm(absl::string_view text) {
   absl::string_view trimmed = TrimLeadingSpace(text);
   if (trimmed.empty() || trimmed[0] != '[') return std::nullopt;
-  std::vector<std::optional<std::string>> elements;
-  JsonReader reader(trimmed);
-  if (!reader.ReadArray(&elements)) return std::nullopt;
+  nlohmann::json json =
+      nlohmann::json::parse(trimmed.begin(), trimmed.end(), nullptr, /*allow_exceptions=*/false);
+  if (json.is_discarded() || !json.is_array()) return std::nullopt;
   std::vector<std::string> strings;
-  strings.reserve(elements.size());
-  for (std::optional<std::string>& element : elements) {
-    if (!element.has_value()) {
+  strings.reserve(json.size());
+  for (const nlohmann::json& element : json) {
+    if (!element.is_string()) {
       return absl::InvalidArgumentError(
           "when using JSON array syntax, arrays must be comprised of strings only");
     }
-    strings.push_back(std::move(*element));
+    strings.push_back(element.get<std::string>());
   }
   return strings;
 }

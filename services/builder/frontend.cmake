@@ -5,4 +5,4 @@ add_library(builder_frontend STATIC
   ${CMAKE_CURRENT_LIST_DIR}/path_util.cc)
 target_link_libraries(builder_frontend
   PUBLIC absl::status absl::statusor absl::strings absl::str_format
-  PRIVATE elfdeploy_warnings)
+  PRIVATE nlohmann_json::nlohmann_json elfdeploy_warnings)
