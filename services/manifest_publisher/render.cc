@@ -1,6 +1,7 @@
 #include "services/manifest_publisher/render.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -10,6 +11,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -1749,6 +1751,9 @@ absl::Status ValidateTarget(const TargetInput& target) {
   return absl::OkStatus();
 }
 
+// Fewer apps than this per extra thread are not worth starting it for.
+constexpr size_t kAppsPerThread = 16;
+
 absl::StatusOr<RenderResult> RenderTreeUnsafe(
     const std::vector<AppInput>& apps, const TargetInput& target,
     const std::map<std::string, std::set<std::string>>& existing_apps) {
@@ -1775,8 +1780,32 @@ absl::StatusOr<RenderResult> RenderTreeUnsafe(
   }
 
   RenderResult result;
-  for (const AppInput& app : apps) {
-    RENDER_RETURN_IF_ERROR(RenderApp(app, target, *prefix, result.files));
+  // Apps render independently, on up to one thread per core; the first error in request order
+  // wins, so the answer does not depend on scheduling.
+  std::vector<std::vector<RenderedFile>> per_app(apps.size());
+  std::vector<absl::Status> statuses(apps.size());
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t i; (i = next.fetch_add(1)) < apps.size();) {
+      try {
+        statuses[i] = RenderApp(apps[i], target, *prefix, per_app[i]);
+      } catch (const YAML::Exception& e) {
+        statuses[i] =
+            AppError(apps[i], absl::InvalidArgumentError(absl::StrCat("invalid YAML: ", e.what())));
+      } catch (const std::exception& e) {
+        statuses[i] = absl::InternalError(absl::StrCat("rendering failed: ", e.what()));
+      }
+    }
+  };
+  size_t threads = std::min<size_t>(std::max(1u, std::thread::hardware_concurrency()),
+                                    (apps.size() + kAppsPerThread - 1) / kAppsPerThread);
+  std::vector<std::thread> workers;
+  for (size_t t = 1; t < threads; ++t) workers.emplace_back(work);
+  work();
+  for (std::thread& worker : workers) worker.join();
+  for (size_t i = 0; i < apps.size(); ++i) {
+    RENDER_RETURN_IF_ERROR(statuses[i]);
+    for (RenderedFile& file : per_app[i]) result.files.push_back(std::move(file));
   }
   for (const auto& [group, names] : groups) {
     std::set<std::string> all = names;

@@ -3,4 +3,4 @@ add_library(publisher_render STATIC ${CMAKE_CURRENT_LIST_DIR}/render.cc)
 target_link_libraries(publisher_render
   PUBLIC absl::status absl::statusor absl::strings absl::str_format yaml-cpp
          nlohmann_json::nlohmann_json
-  PRIVATE elfdeploy_warnings)
+  PRIVATE Threads::Threads elfdeploy_warnings)

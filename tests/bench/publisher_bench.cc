@@ -54,6 +54,8 @@
 #include "tests/support/service_process.h"
 
 ABSL_FLAG(int, apps, 500, "apps in the GitOps tree (3 of 5 in group teams, the rest in mcps)");
+ABSL_FLAG(std::string, service_log, "",
+          "append the publisher service's log (ELFDEPLOY_LOG_LEVEL applies) to this file");
 ABSL_FLAG(int, repeat, 3, "timed publishes per tool and scenario; the table shows medians");
 ABSL_FLAG(std::string, work_dir, "",
           "directory for the git daemon's repositories, the publisher's cache, the script's "
@@ -358,6 +360,13 @@ class Bench {
       }
       if (rep == repeat_ - 1) {
         if (absl::Status s = CheckMovedHead(*state); !s.ok()) return s;
+      }
+      if (std::string path = absl::GetFlag(FLAGS_service_log); !path.empty()) {
+        std::FILE* f = std::fopen(path.c_str(), "a");
+        if (f == nullptr) return absl::InternalError(absl::StrCat("cannot open ", path));
+        std::string log = state->service->Log();
+        std::fwrite(log.data(), 1, log.size(), f);
+        std::fclose(f);
       }
     }
     return absl::OkStatus();

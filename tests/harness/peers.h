@@ -68,6 +68,8 @@ class RegistryFixture {
   // The filesystem storage root.
   std::string storage_dir() const;
   int port() const { return port_; }
+  // The registry process (also its process group).
+  pid_t pid() const { return process_->pid(); }
   // The registry's log so far.
   std::string ReadLog() const { return process_->ReadLog(); }
   // Stops the registry (SIGTERM) and starts it again on the same port and storage; returns once

@@ -690,6 +690,39 @@ TEST_F(GitPublishTest, CacheStaysCompactAcrossManyPublishes) {
   EXPECT_EQ(diff->first, "");
 }
 
+// Trees are serialized by the publisher itself: git's entry order (a directory sorts as if its
+// name ended in '/') and the modes of files it does not own must come out as git writes them.
+TEST_F(GitPublishTest, TreesKeepGitOrderAndFileModes) {
+  Remote remote;
+  ASSERT_NO_FATAL_FAILURE(MakeRemote("file", &remote));
+  std::string work = dir_->Join("cli-modes");
+  auto run = [&](std::vector<std::string> args, const std::string& cwd) {
+    absl::StatusOr<harness::CommandResult> result = harness::RunGit(remote.home, args, cwd);
+    ASSERT_TRUE(result.ok()) << result.status();
+    ASSERT_EQ(result->exit_code, 0) << result->output;
+  };
+  ASSERT_NO_FATAL_FAILURE(run({"clone", "--quiet", remote.cli_url, work}, ""));
+  ASSERT_TRUE(harness::WriteFile(absl::StrCat(work, "/tools/run.sh"), "#!/bin/sh\n").ok());
+  std::filesystem::permissions(absl::StrCat(work, "/tools/run.sh"),
+                               std::filesystem::perms::owner_exec,
+                               std::filesystem::perm_options::add);
+  ASSERT_NO_FATAL_FAILURE(run({"add", "-A"}, work));
+  ASSERT_NO_FATAL_FAILURE(run({"commit", "--quiet", "-m", "cli writer"}, work));
+  ASSERT_NO_FATAL_FAILURE(run({"push", "--quiet", "origin", "HEAD:main"}, work));
+
+  GitPublisher publisher(Options("cache"));
+  absl::StatusOr<PublishOutcome> outcome = publisher.Publish(
+      remote.target,
+      Render({Put("a/x.yaml", "x\n"), Put("a.yaml", "a\n"), Put("a-b/y.yaml", "y\n"),
+              Put("a0", "0\n"), Put("tools/run.sh", "#!/bin/sh\nexit 0\n")}),
+      Spec("order"));
+  ASSERT_TRUE(outcome.ok()) << outcome.status();
+  EXPECT_EQ(Git(remote, {"fsck", "--no-progress", "--strict"}), "");
+  EXPECT_EQ(Git(remote, {"ls-tree", "--name-only", "main"}), "a-b\na.yaml\na\na0\ntools");
+  EXPECT_THAT(Git(remote, {"ls-tree", "main", "tools/run.sh"}), ::testing::StartsWith("100755 "));
+  EXPECT_EQ(Git(remote, {"show", "main:tools/run.sh"}), "#!/bin/sh\nexit 0");
+}
+
 // https through a Python TLS-terminating proxy in front of the git-http-backend fixture.
 class GitPublishHttpsTest : public GitPublishTest {
  protected:
