@@ -11,9 +11,10 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev libabsl-dev
   libyaml-cpp-dev libgit2-dev prometheus-cpp-dev libcurl4-openssl-dev nlohmann-json3-dev
   libssl-dev zlib1g-dev libarchive-dev libsqlite3-dev libgtest-dev libgmock-dev libbenchmark-dev
-  libdeflate-dev
+  libdeflate-dev libcpp-httplib-dev
   # real peers for the tests and the local demo
   docker-registry git lighttpd apache2-utils openssl curl prometheus skopeo umoci
+  openssh-server openssh-client
   # RUN steps of the builder, and a static shell for its tests
   buildah busybox-static
   # npm, for buf (buf lint, buf curl)
@@ -39,6 +40,11 @@ if ((${#missing[@]})); then
   # docker-registry's package starts a system registry on :5000; elfdeploy starts its own.
   if command -v systemctl >/dev/null && systemctl is-active --quiet docker-registry 2>/dev/null; then
     $sudo systemctl stop docker-registry || true
+  fi
+  # openssh-server is here for the tests' own sshd; a fresh install does not open a login port.
+  if [[ " ${missing[*]} " == *" openssh-server "* ]] && command -v systemctl >/dev/null &&
+    systemctl is-active --quiet ssh 2>/dev/null; then
+    $sudo systemctl disable --now ssh || true
   fi
 fi
 

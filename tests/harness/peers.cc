@@ -1,6 +1,9 @@
 #include "tests/harness/peers.h"
 
+#include <pwd.h>
 #include <unistd.h>
+
+#include <filesystem>
 
 #include <functional>
 
@@ -327,6 +330,85 @@ std::string GitHttpFixture::repo_path(absl::string_view name) const {
 absl::StatusOr<CommandResult> GitHttpFixture::Git(const std::vector<std::string>& args,
                                                   const std::string& cwd) const {
   return RunGit(home(), args, cwd);
+}
+
+absl::StatusOr<std::unique_ptr<GitSshFixture>> GitSshFixture::Start() {
+  constexpr char kSshd[] = "/usr/sbin/sshd";
+  if (access(kSshd, X_OK) != 0) {
+    return absl::FailedPreconditionError("/usr/sbin/sshd is missing (install openssh-server)");
+  }
+  absl::StatusOr<TempDir> dir = TempDir::Create("elfdeploy-gitssh-");
+  if (!dir.ok()) return dir.status();
+  std::unique_ptr<GitSshFixture> fixture(new GitSshFixture(*std::move(dir)));
+  const TempDir& d = fixture->dir_;
+  for (const char* sub : {"repos/.keep", "home/.keep"}) {
+    if (absl::Status status = WriteFile(d.Join(sub), ""); !status.ok()) return status;
+  }
+  const passwd* user = getpwuid(geteuid());
+  if (user == nullptr) return absl::InternalError("no passwd entry for the current user");
+  fixture->user_ = user->pw_name;
+  if (geteuid() == 0) {
+    std::error_code ec;
+    std::filesystem::create_directories("/run/sshd", ec);
+  }
+  // ECDSA keys in PEM: libssh2 1.10 signs with RSA keys only as ssh-rsa (SHA-1), which OpenSSH 9
+  // refuses, and reads PEM everywhere.
+  for (const char* key : {"host_key", "client_key", "unknown_key"}) {
+    absl::Status status = RunChecked({.argv = {"ssh-keygen", "-q", "-t", "ecdsa", "-b", "256", "-m",
+                                               "PEM", "-N", "", "-C", key, "-f", d.Join(key)}});
+    if (!status.ok()) return status;
+  }
+  absl::StatusOr<std::string> authorized = ReadFile(d.Join("client_key.pub"));
+  if (!authorized.ok()) return authorized.status();
+  if (absl::Status status = WriteFile(d.Join("authorized_keys"), *authorized); !status.ok()) {
+    return status;
+  }
+  std::string config_path = d.Join("sshd_config");
+  auto make = [&](int port) -> absl::StatusOr<ProcessOptions> {
+    std::string config = absl::StrFormat(
+        R"(ListenAddress 127.0.0.1:%d
+HostKey %s
+AuthorizedKeysFile %s
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+PermitRootLogin prohibit-password
+AllowUsers %s
+PidFile none
+LogLevel VERBOSE
+SetEnv GIT_CONFIG_NOSYSTEM=1 HOME=%s
+)",
+        port, d.Join("host_key"), d.Join("authorized_keys"), fixture->user_, fixture->home());
+    if (absl::Status status = WriteFile(config_path, config); !status.ok()) return status;
+    return ProcessOptions{.argv = {kSshd, "-D", "-e", "-f", config_path}};
+  };
+  absl::StatusOr<std::unique_ptr<ChildProcess>> process =
+      StartOnFreePort(d.Join("sshd.log"), make, "Server listening", &fixture->port_);
+  if (!process.ok()) return process.status();
+  fixture->process_ = *std::move(process);
+  if (absl::Status status = WaitForTcpPort("127.0.0.1", fixture->port_, kStartTimeout);
+      !status.ok()) {
+    return status;
+  }
+  return fixture;
+}
+
+absl::StatusOr<std::string> GitSshFixture::CreateBareRepo(absl::string_view name) {
+  std::string path = repo_path(name);
+  absl::Status status =
+      GitChecked(home(), {"init", "--quiet", "--bare", "--initial-branch=main", path});
+  if (!status.ok()) return status;
+  return path;
+}
+
+std::string GitSshFixture::url(absl::string_view name) const {
+  return absl::StrCat("ssh://", user_, "@127.0.0.1:", port_, repo_path(name));
+}
+
+std::string GitSshFixture::repo_path(absl::string_view name) const {
+  return dir_.Join(absl::StrCat("repos/", name, ".git"));
 }
 
 }  // namespace elfdeploy::testing

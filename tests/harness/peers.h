@@ -161,4 +161,37 @@ class GitHttpFixture {
   std::unique_ptr<ChildProcess> process_;
 };
 
+// OpenSSH's sshd on 127.0.0.1 serving git over ssh for the current user, key authentication only
+// (the fixture's generated client key). Needs /usr/sbin/sshd (openssh-server); as root it also
+// creates sshd's privilege separation dir. The destructor stops sshd and removes its dir.
+class GitSshFixture {
+ public:
+  // Generates the host and client keys, starts sshd and waits until it listens.
+  static absl::StatusOr<std::unique_ptr<GitSshFixture>> Start();
+
+  // Creates the bare repository `<base>/<name>.git` with initial branch main; returns its path.
+  absl::StatusOr<std::string> CreateBareRepo(absl::string_view name);
+  // "ssh://USER@127.0.0.1:PORT/<abs path>/<name>.git".
+  std::string url(absl::string_view name) const;
+  std::string repo_path(absl::string_view name) const;
+  // The login user (the current one).
+  const std::string& user() const { return user_; }
+  // The private key sshd accepts (ECDSA P-256 in PEM, no passphrase) and its public key.
+  std::string private_key() const { return dir_.Join("client_key"); }
+  std::string public_key() const { return dir_.Join("client_key.pub"); }
+  // Another key pair, which sshd does not accept.
+  std::string unknown_private_key() const { return dir_.Join("unknown_key"); }
+  int port() const { return port_; }
+  std::string home() const { return dir_.Join("home"); }
+  std::string ReadLog() const { return process_->ReadLog(); }
+
+ private:
+  explicit GitSshFixture(TempDir dir) : dir_(std::move(dir)) {}
+
+  TempDir dir_;
+  std::string user_;
+  int port_ = 0;
+  std::unique_ptr<ChildProcess> process_;
+};
+
 }  // namespace elfdeploy::testing

@@ -65,6 +65,7 @@ std::vector<std::string> Lines(absl::string_view text) {
 struct Remote {
   std::unique_ptr<harness::GitDaemonFixture> daemon;
   std::unique_ptr<harness::GitHttpFixture> http;
+  std::unique_ptr<harness::GitSshFixture> ssh;
   GitTarget target;
   std::string git_dir;
   // The URL the git CLI clones and pushes (with credentials for http).
@@ -109,6 +110,20 @@ class GitPublishTest : public ::testing::Test {
       remote->home = remote->daemon->home();
       remote->target.url = remote->daemon->url("gitops");
       remote->cli_url = remote->target.url;
+    } else if (transport == "ssh") {
+      absl::StatusOr<std::unique_ptr<harness::GitSshFixture>> ssh =
+          harness::GitSshFixture::Start();
+      ASSERT_TRUE(ssh.ok()) << ssh.status();
+      remote->ssh = *std::move(ssh);
+      absl::StatusOr<std::string> path = remote->ssh->CreateBareRepo("gitops");
+      ASSERT_TRUE(path.ok()) << path.status();
+      remote->git_dir = *path;
+      remote->home = remote->ssh->home();
+      remote->target.url = remote->ssh->url("gitops");
+      remote->target.credentials.ssh_private_key_path = remote->ssh->private_key();
+      remote->target.credentials.ssh_public_key_path = remote->ssh->public_key();
+      // The git CLI writes to the same repository through its path.
+      remote->cli_url = remote->git_dir;
     } else {
       absl::StatusOr<std::unique_ptr<harness::GitHttpFixture>> http =
           harness::GitHttpFixture::Start({});
@@ -573,7 +588,7 @@ TEST_P(GitPublishTransportTest, RemoteMovedDuringRenderRetriesOnNewHead) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, GitPublishTransportTest,
-                         ::testing::Values("file", "daemon", "http"),
+                         ::testing::Values("file", "daemon", "http", "ssh"),
                          [](const ::testing::TestParamInfo<std::string>& info) {
                            return info.param;
                          });
@@ -688,6 +703,31 @@ TEST_F(GitPublishTest, CacheStaysCompactAcrossManyPublishes) {
       publisher.Diff(remote.target, Render({Put("apps/0.yaml", "v40\n")}));
   ASSERT_TRUE(diff.ok()) << diff.status();
   EXPECT_EQ(diff->first, "");
+}
+
+TEST_F(GitPublishTest, SshUnknownKeyFailsOnceAsUnauthenticated) {
+  Remote remote;
+  ASSERT_NO_FATAL_FAILURE(MakeRemote("ssh", &remote));
+  GitPublisher publisher(Options("cache"));
+  GitTarget wrong = remote.target;
+  wrong.credentials.ssh_private_key_path = remote.ssh->unknown_private_key();
+  wrong.credentials.ssh_public_key_path = "";
+  absl::StatusOr<PublishOutcome> outcome =
+      publisher.Publish(wrong, Render({Put("a.yaml", "1")}), Spec("x"));
+  EXPECT_EQ(outcome.status().code(), absl::StatusCode::kUnauthenticated) << outcome.status();
+  EXPECT_THAT(outcome.status().message(), HasSubstr(remote.target.url));
+  // One offer of the key per connection: sshd saw a single failed public key attempt.
+  EXPECT_THAT(remote.ssh->ReadLog(), HasSubstr("Failed publickey"));
+  EXPECT_EQ(CommitCount(remote), -1);  // no branch
+
+  GitTarget none = remote.target;
+  none.credentials = {};
+  outcome = publisher.Publish(none, Render({Put("a.yaml", "1")}), Spec("x"));
+  EXPECT_EQ(outcome.status().code(), absl::StatusCode::kUnauthenticated) << outcome.status();
+
+  outcome = publisher.Publish(remote.target, Render({Put("a.yaml", "1")}), Spec("x"));
+  ASSERT_TRUE(outcome.ok()) << outcome.status() << "\nsshd:\n" << remote.ssh->ReadLog();
+  EXPECT_EQ(Git(remote, {"show", "main:a.yaml"}), "1");
 }
 
 // Trees are serialized by the publisher itself: git's entry order (a directory sorts as if its
