@@ -25,7 +25,13 @@ absl::StatusOr<CredentialStore> CredentialStore::LoadFile(const std::string& pat
   if (!in) return absl::NotFoundError(absl::StrCat("auth file ", path, " cannot be read"));
   std::stringstream text;
   text << in.rdbuf();
-  nlohmann::json json = nlohmann::json::parse(text.str(), nullptr, false);
+  return Parse(text.str(), path);
+}
+
+absl::StatusOr<CredentialStore> CredentialStore::Parse(absl::string_view content,
+                                                       const std::string& path) {
+  nlohmann::json json =
+      nlohmann::json::parse(content.data(), content.data() + content.size(), nullptr, false);
   if (json.is_discarded() || !json.is_object()) {
     return absl::InvalidArgumentError(absl::StrCat("auth file ", path, ": not a JSON object"));
   }

@@ -25,6 +25,9 @@ class CredentialStore {
   // `username`/`password`, and `identitytoken`. INVALID_ARGUMENT names the file and the bad entry;
   // NOT_FOUND when the file does not exist.
   static absl::StatusOr<CredentialStore> LoadFile(const std::string& path);
+  // The same from the text of a config.json (e.g. a kubernetes.io/dockerconfigjson Secret's
+  // .dockerconfigjson); `path` names where it came from in errors and source().
+  static absl::StatusOr<CredentialStore> Parse(absl::string_view content, const std::string& path);
 
   // The first file that exists of: `auth_file` (must exist when given), $REGISTRY_AUTH_FILE,
   // $HOME/.docker/config.json; an empty store when none does.

@@ -1,0 +1,128 @@
+// elfdeploy-kubesim: a Kubernetes API server simulator for elfdeploy's tests and local demo.
+#include <signal.h>
+
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "services/common/log.h"
+#include "tests/kubesim/api_server.h"
+#include "tests/kubesim/manifests.h"
+#include "tests/kubesim/store.h"
+
+ABSL_FLAG(std::string, listen_addr, "127.0.0.1:6443",
+          "HOST:PORT to serve the Kubernetes API on; port 0 picks a free port (logged as addr= "
+          "on the 'serving' line)");
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate file: serve HTTPS (with --tls_key)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key file for --tls_cert");
+ABSL_FLAG(std::string, token, "",
+          "Require 'Authorization: Bearer <token>' (prefer --token_file: argv is visible)");
+ABSL_FLAG(std::string, token_file, "", "File holding the bearer token to require");
+ABSL_FLAG(int64_t, history_window, 10000,
+          "Changes kept for watches and list pages; older resourceVersions answer 410 Expired");
+ABSL_FLAG(absl::Duration, bookmark_interval, absl::Seconds(1),
+          "Period of BOOKMARK events on watches with allowWatchBookmarks=true");
+ABSL_FLAG(absl::Duration, max_watch_timeout, absl::Minutes(30),
+          "How long a watch without timeoutSeconds lasts");
+ABSL_FLAG(std::string, seed_file, "",
+          "YAML or JSON (multi-document) manifests to load at start-up");
+ABSL_FLAG(uint64_t, seed, 1, "Seed for uids and generated names (same seed, same objects)");
+ABSL_FLAG(int, threads, 128, "HTTP worker threads; each open watch or log stream holds one");
+ABSL_FLAG(std::string, log_level, "info", "debug|info|warning|error");
+ABSL_FLAG(std::string, log_format, "logfmt", "logfmt|json");
+
+namespace elfdeploy::kubesim {
+namespace {
+
+int Run(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Kubernetes API simulator: list/watch/get/create/replace/patch/delete of pods, events, "
+      "deployments, applications, secrets, ... with real resourceVersion semantics.\n"
+      "Usage: elfdeploy-kubesim [--listen_addr HOST:PORT] [--tls_cert F --tls_key F] "
+      "[--token_file F] [--seed_file F]");
+  absl::ParseCommandLine(argc, argv);
+
+  log::Options log_options;
+  log_options.service = "kubesim";
+  absl::Status status = log::ParseLevel(absl::GetFlag(FLAGS_log_level), &log_options.level);
+  if (status.ok()) status = log::ParseFormat(absl::GetFlag(FLAGS_log_format), &log_options.format);
+  if (!status.ok()) {
+    std::cerr << status.message() << "\n";
+    return 2;
+  }
+  log::Configure(log_options);
+
+  ApiServerOptions options;
+  options.listen_addr = absl::GetFlag(FLAGS_listen_addr);
+  options.tls_cert_file = absl::GetFlag(FLAGS_tls_cert);
+  options.tls_key_file = absl::GetFlag(FLAGS_tls_key);
+  options.bookmark_interval = absl::GetFlag(FLAGS_bookmark_interval);
+  options.max_watch_timeout = absl::GetFlag(FLAGS_max_watch_timeout);
+  options.threads = absl::GetFlag(FLAGS_threads);
+  std::string token = absl::GetFlag(FLAGS_token);
+  std::string token_file = absl::GetFlag(FLAGS_token_file);
+  if (!token_file.empty()) {
+    std::ifstream in(token_file);
+    std::stringstream text;
+    text << in.rdbuf();
+    if (!in) {
+      log::Error("cannot read the token file", {{"path", token_file}});
+      return 2;
+    }
+    token = std::string(absl::StripAsciiWhitespace(text.str()));
+  }
+  options.token = Secret(token);
+  int64_t window = absl::GetFlag(FLAGS_history_window);
+  if (window < 1) {
+    log::Error("--history_window must be at least 1");
+    return 2;
+  }
+
+  // Termination signals are taken by sigwait below, never by another thread.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  ObjectStoreOptions store_options;
+  store_options.history_window = static_cast<size_t>(window);
+  store_options.seed = absl::GetFlag(FLAGS_seed);
+  ObjectStore store(store_options);
+  std::string seed_file = absl::GetFlag(FLAGS_seed_file);
+  if (!seed_file.empty()) {
+    status = LoadSeedFile(store, seed_file);
+    if (!status.ok()) {
+      log::Error("cannot load the seed file", {{"path", seed_file}, {"error", status}});
+      return 2;
+    }
+  }
+  absl::StatusOr<std::unique_ptr<ApiServer>> server = ApiServer::Start(&store, options);
+  if (!server.ok()) {
+    log::Error("cannot start", {{"error", server.status()}});
+    return 1;
+  }
+  log::Info("serving", {{"addr", (*server)->address()},
+                        {"url", (*server)->base_url()},
+                        {"tls", (*server)->tls()},
+                        {"authn", !options.token.empty() ? "bearer" : "none"},
+                        {"resource_version", store.resource_version()}});
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  log::Info("stopping", {{"signal", signal_number == SIGTERM ? "SIGTERM" : "SIGINT"}});
+  (*server)->Stop();
+  log::Info("stopped");
+  return 0;
+}
+
+}  // namespace
+}  // namespace elfdeploy::kubesim
+
+int main(int argc, char** argv) { return elfdeploy::kubesim::Run(argc, argv); }
