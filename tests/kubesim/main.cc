@@ -2,6 +2,8 @@
 #include <signal.h>
 
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -13,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "services/common/log.h"
 #include "tests/kubesim/api_server.h"
+#include "tests/kubesim/argocd.h"
 #include "tests/kubesim/manifests.h"
 #include "tests/kubesim/store.h"
 
@@ -34,6 +37,18 @@ ABSL_FLAG(std::string, seed_file, "",
           "YAML or JSON (multi-document) manifests to load at start-up");
 ABSL_FLAG(uint64_t, seed, 1, "Seed for uids and generated names (same seed, same objects)");
 ABSL_FLAG(int, threads, 128, "HTTP worker threads; each open watch or log stream holds one");
+ABSL_FLAG(std::string, gitops_repo, "",
+          "Argo CD: read Applications from <gitops_prefix>/applications/*.yaml of this repository "
+          "(file://, a path, git://, http://) and keep them updated as its branch moves");
+ABSL_FLAG(std::string, gitops_branch, "main", "Branch of --gitops_repo");
+ABSL_FLAG(std::string, gitops_prefix, "", "Directory of applications/ in --gitops_repo");
+ABSL_FLAG(std::string, argocd_namespace, "argocd", "Namespace of the Argo CD Applications");
+ABSL_FLAG(std::string, cache_dir, "",
+          "Where repository mirrors live; default: a temporary directory removed at exit");
+ABSL_FLAG(absl::Duration, app_resync, absl::Minutes(3),
+          "Argo CD compares every Application again this often");
+ABSL_FLAG(absl::Duration, repo_poll, absl::Seconds(1),
+          "Branch heads of the Applications' repositories are polled this often");
 ABSL_FLAG(std::string, log_level, "info", "debug|info|warning|error");
 ABSL_FLAG(std::string, log_format, "logfmt", "logfmt|json");
 
@@ -109,6 +124,32 @@ int Run(int argc, char** argv) {
     log::Error("cannot start", {{"error", server.status()}});
     return 1;
   }
+
+  ArgoOptions argo_options;
+  argo_options.argocd_namespace = absl::GetFlag(FLAGS_argocd_namespace);
+  argo_options.gitops_repo = absl::GetFlag(FLAGS_gitops_repo);
+  argo_options.gitops_branch = absl::GetFlag(FLAGS_gitops_branch);
+  argo_options.gitops_prefix = absl::GetFlag(FLAGS_gitops_prefix);
+  argo_options.app_resync = absl::GetFlag(FLAGS_app_resync);
+  argo_options.repo_poll = absl::GetFlag(FLAGS_repo_poll);
+  argo_options.cache_dir = absl::GetFlag(FLAGS_cache_dir);
+  std::string temporary_cache;
+  if (argo_options.cache_dir.empty()) {
+    const char* tmp = std::getenv("TMPDIR");
+    std::string pattern =
+        absl::StrCat(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp", "/elfdeploy-kubesim-XXXXXX");
+    if (mkdtemp(pattern.data()) == nullptr) {
+      log::Error("cannot create a cache directory", {{"path", pattern}});
+      return 1;
+    }
+    temporary_cache = argo_options.cache_dir = pattern;
+  }
+  if (absl::IsNotFound(store.Get("namespaces", "", argo_options.argocd_namespace).status())) {
+    store.Create("namespaces", {{"metadata", {{"name", argo_options.argocd_namespace}}}})
+        .IgnoreError();
+  }
+  ArgoController argo(store, argo_options);
+  argo.Start();
   log::Info("serving", {{"addr", (*server)->address()},
                         {"url", (*server)->base_url()},
                         {"tls", (*server)->tls()},
@@ -117,7 +158,12 @@ int Run(int argc, char** argv) {
   int signal_number = 0;
   sigwait(&signals, &signal_number);
   log::Info("stopping", {{"signal", signal_number == SIGTERM ? "SIGTERM" : "SIGINT"}});
+  argo.Stop();
   (*server)->Stop();
+  if (!temporary_cache.empty()) {
+    std::error_code ignored;
+    std::filesystem::remove_all(temporary_cache, ignored);
+  }
   log::Info("stopped");
   return 0;
 }

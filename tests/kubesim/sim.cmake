@@ -13,3 +13,5 @@ target_link_libraries(kubesim_argocd_test PRIVATE
   elfdeploy_kubesim_sim elfdeploy_test_harness GTest::gmock GTest::gtest_main elfdeploy_warnings)
 gtest_discover_tests(kubesim_argocd_test TEST_PREFIX "kubesim." DISCOVERY_TIMEOUT 60
   PROPERTIES TIMEOUT 180)
+
+target_link_libraries(elfdeploy-kubesim PRIVATE elfdeploy_kubesim_sim)
