@@ -58,6 +58,16 @@ size_t ReadBody(char* buffer, size_t size, size_t count, void* user) {
   return static_cast<size_t>(got);
 }
 
+int Progress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+  const auto* cancelled = static_cast<const std::function<bool()>*>(user);
+  return (*cancelled)() ? 1 : 0;
+}
+
+// A PEM held in memory, for CURLOPT_*_BLOB options (libcurl copies it).
+curl_blob Blob(const std::string& pem) {
+  return curl_blob{const_cast<char*>(pem.data()), pem.size(), CURL_BLOB_COPY};
+}
+
 size_t WriteHeader(char* data, size_t size, size_t count, void* user) {
   auto* response = static_cast<HttpResponse*>(user);
   absl::string_view line(data, size * count);
@@ -119,6 +129,23 @@ absl::StatusOr<HttpResponse> HttpClient::Do(const HttpRequest& request) {
   curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, WriteHeader);
   curl_easy_setopt(curl, CURLOPT_HEADERDATA, &response);
   if (!options_.ca_file.empty()) curl_easy_setopt(curl, CURLOPT_CAINFO, options_.ca_file.c_str());
+  curl_blob ca = Blob(options_.ca_pem);
+  if (!options_.ca_pem.empty()) curl_easy_setopt(curl, CURLOPT_CAINFO_BLOB, &ca);
+  if (!options_.client_cert_file.empty()) {
+    curl_easy_setopt(curl, CURLOPT_SSLCERT, options_.client_cert_file.c_str());
+  }
+  if (!options_.client_key_file.empty()) {
+    curl_easy_setopt(curl, CURLOPT_SSLKEY, options_.client_key_file.c_str());
+  }
+  curl_blob cert = Blob(options_.client_cert_pem);
+  curl_blob key = Blob(options_.client_key_pem);
+  if (!options_.client_cert_pem.empty()) curl_easy_setopt(curl, CURLOPT_SSLCERT_BLOB, &cert);
+  if (!options_.client_key_pem.empty()) curl_easy_setopt(curl, CURLOPT_SSLKEY_BLOB, &key);
+  if (request.cancelled) {
+    curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, Progress);
+    curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &request.cancelled);
+  }
   if (options_.insecure_skip_verify || request.skip_tls_verify) {
     curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 0L);
     curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 0L);
@@ -172,6 +199,9 @@ absl::StatusOr<HttpResponse> HttpClient::Do(const HttpRequest& request) {
   curl_slist_free_all(headers);
   if (target.aborted) {
     return absl::AbortedError(absl::StrCat(request.method, " ", request.url, ": body rejected"));
+  }
+  if (code == CURLE_ABORTED_BY_CALLBACK) {
+    return absl::CancelledError(absl::StrCat(request.method, " ", request.url, ": cancelled"));
   }
   if (code != CURLE_OK) {
     std::string message =

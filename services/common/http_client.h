@@ -32,6 +32,9 @@ struct HttpRequest {
   std::function<bool(absl::string_view)> body_sink;
   // Skips certificate checks for this request (registries configured as insecure).
   bool skip_tls_verify = false;
+  // Polled about once a second and on progress; returning true aborts the transfer (the call
+  // fails with CANCELLED). Lets a long watch or download end promptly on shutdown.
+  std::function<bool()> cancelled;
   // Basic auth; the password is never logged.
   std::string username;
   std::string password;
@@ -50,6 +53,13 @@ struct HttpResponse {
 struct HttpClientOptions {
   // PEM bundle to verify servers with; empty means the system store.
   std::string ca_file;
+  // The same as PEM text (e.g. a kubeconfig's certificate-authority-data); used when set.
+  std::string ca_pem;
+  // Client certificate and key for mutual TLS, as files or as PEM text.
+  std::string client_cert_file;
+  std::string client_key_file;
+  std::string client_cert_pem;
+  std::string client_key_pem;
   // Disables certificate and host name checks. Only for tests and explicitly insecure config.
   bool insecure_skip_verify = false;
   // Whole-transfer limit; 0 means none (large blobs), see low_speed_timeout instead.

@@ -1,0 +1,213 @@
+#include "agent/kube/informer.h"
+
+#include <algorithm>
+#include <random>
+#include <set>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "services/common/log.h"
+
+namespace elfdeploy::agent {
+namespace {
+
+using json = nlohmann::json;
+
+std::string Key(const json& object) {
+  const json& metadata = object.contains("metadata") ? object["metadata"] : json::object();
+  return absl::StrCat(metadata.value("namespace", ""), "/", metadata.value("name", ""));
+}
+
+std::string ResourceVersion(const json& object) {
+  if (!object.is_object() || !object.contains("metadata")) return "";
+  return object["metadata"].value("resourceVersion", "");
+}
+
+// Percent-encodes a query value.
+std::string Escape(const std::string& value) {
+  std::string out;
+  for (unsigned char c : value) {
+    if (isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      absl::StrAppend(&out, "%", absl::Hex(c, absl::kZeroPad2));
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+Informer::Informer(KubeClient& client, InformerOptions options, InformerHandler handler,
+                   std::function<json(const json&)> trim)
+    : client_(client),
+      options_(std::move(options)),
+      handler_(std::move(handler)),
+      trim_(std::move(trim)) {}
+
+void Informer::Apply(Change change, const json& object) {
+  std::string key = Key(object);
+  if (change == Change::kDeleted) {
+    known_.erase(key);
+  } else {
+    Known& known = known_[key];
+    known.resource_version = ResourceVersion(object);
+    known.last = trim_ ? trim_(object) : object;
+  }
+  if (handler_.on_change) handler_.on_change(change, object);
+}
+
+absl::StatusOr<std::string> Informer::Relist(const std::function<bool()>& cancelled) {
+  std::map<std::string, json> listed;
+  std::string continue_token;
+  std::string resource_version;
+  do {
+    std::string path = absl::StrCat(options_.path, "?limit=", options_.page_size);
+    if (!options_.label_selector.empty()) {
+      absl::StrAppend(&path, "&labelSelector=", Escape(options_.label_selector));
+    }
+    if (!continue_token.empty()) absl::StrAppend(&path, "&continue=", Escape(continue_token));
+    absl::StatusOr<json> page = client_.Get(path);
+    if (absl::IsOutOfRange(page.status()) && !continue_token.empty()) {
+      // The continue token expired between pages: start the list over.
+      listed.clear();
+      continue_token.clear();
+      continue;
+    }
+    if (!page.ok()) return page.status();
+    const json& metadata = page->contains("metadata") ? (*page)["metadata"] : json::object();
+    resource_version = metadata.value("resourceVersion", "");
+    continue_token = metadata.value("continue", "");
+    if (page->contains("items") && (*page)["items"].is_array()) {
+      for (json& item : (*page)["items"]) {
+        std::string key = Key(item);
+        listed[key] = std::move(item);
+      }
+    }
+    if (cancelled()) return absl::CancelledError("cancelled");
+  } while (!continue_token.empty());
+
+  // Only the differences from what was already reported.
+  std::vector<std::string> gone;
+  for (const auto& [key, known] : known_) {
+    if (!listed.contains(key)) gone.push_back(key);
+  }
+  for (const std::string& key : gone) {
+    json last = known_[key].last;
+    Apply(Change::kDeleted, last);
+  }
+  for (auto& [key, object] : listed) {
+    auto known = known_.find(key);
+    if (known == known_.end()) {
+      Apply(Change::kAdded, object);
+    } else if (known->second.resource_version != ResourceVersion(object)) {
+      Apply(Change::kModified, object);
+    }
+  }
+  if (handler_.on_synced) handler_.on_synced(resource_version);
+  return resource_version;
+}
+
+absl::Status Informer::WatchFrom(std::string* resource_version,
+                                 const std::function<bool()>& cancelled) {
+  std::string path = absl::StrCat(
+      options_.path,
+      "?watch=1&allowWatchBookmarks=true&resourceVersion=", Escape(*resource_version),
+      "&timeoutSeconds=", std::max<int64_t>(1, absl::ToInt64Seconds(options_.watch_timeout)));
+  if (!options_.label_selector.empty()) {
+    absl::StrAppend(&path, "&labelSelector=", Escape(options_.label_selector));
+  }
+  absl::Status expired;
+  absl::Status watched = client_.Watch(
+      path,
+      [&](const std::string& type, json& object) {
+        if (type == "BOOKMARK") {
+          std::string rv = ResourceVersion(object);
+          if (!rv.empty()) *resource_version = rv;
+          return true;
+        }
+        if (type == "ERROR") {
+          int code = object.is_object() ? object.value("code", 0) : 0;
+          std::string message = object.is_object() ? object.value("message", "") : "";
+          expired = code == 410
+                        ? absl::OutOfRangeError(message)
+                        : absl::UnavailableError(absl::StrCat("watch error ", code, ": ", message));
+          return false;
+        }
+        Change change = type == "ADDED"      ? Change::kAdded
+                        : type == "MODIFIED" ? Change::kModified
+                                             : Change::kDeleted;
+        if (type != "ADDED" && type != "MODIFIED" && type != "DELETED") return true;
+        std::string rv = ResourceVersion(object);
+        // A watch never reports an object as added twice: an ADDED for a known object is a
+        // modification from our side.
+        if (change == Change::kAdded && known_.contains(Key(object))) change = Change::kModified;
+        if (change == Change::kDeleted && !known_.contains(Key(object))) {
+          if (!rv.empty()) *resource_version = rv;
+          return true;
+        }
+        Apply(change, object);
+        if (!rv.empty()) *resource_version = rv;
+        return true;
+      },
+      cancelled);
+  if (!expired.ok()) return expired;
+  return watched;
+}
+
+bool Informer::Backoff(int* failures, const std::function<bool()>& cancelled) {
+  thread_local std::mt19937_64 random{std::random_device{}()};
+  absl::Duration cap = options_.initial_backoff * (1 << std::min(*failures, 16));
+  cap = std::min(cap, options_.max_backoff);
+  ++*failures;
+  std::uniform_real_distribution<double> jitter(0.5, 1.0);
+  absl::Time until = absl::Now() + cap * jitter(random);
+  while (absl::Now() < until) {
+    if (cancelled()) return false;
+    absl::SleepFor(std::min(absl::Milliseconds(50), until - absl::Now()));
+  }
+  return !cancelled();
+}
+
+void Informer::Run(const std::function<bool()>& cancelled) {
+  int failures = 0;
+  std::string resource_version;
+  bool need_list = true;
+  while (!cancelled()) {
+    if (need_list) {
+      absl::StatusOr<std::string> listed = Relist(cancelled);
+      if (absl::IsCancelled(listed.status())) return;
+      if (!listed.ok()) {
+        log::Warning("kubernetes list failed; retrying",
+                     {{"path", options_.path}, {"error", listed.status()}});
+        if (handler_.on_restart) handler_.on_restart(Restart::kError, listed.status());
+        if (!Backoff(&failures, cancelled)) return;
+        continue;
+      }
+      resource_version = *listed;
+      need_list = false;
+    }
+    absl::Status watched = WatchFrom(&resource_version, cancelled);
+    if (cancelled()) return;
+    if (watched.ok()) {
+      failures = 0;
+      if (handler_.on_restart) handler_.on_restart(Restart::kTimeout, watched);
+      continue;
+    }
+    if (absl::IsOutOfRange(watched)) {
+      log::Info("kubernetes watch expired (410 Gone); listing again",
+                {{"path", options_.path}, {"error", watched}});
+      if (handler_.on_restart) handler_.on_restart(Restart::kExpired, watched);
+      need_list = true;
+      continue;
+    }
+    log::Warning(
+        "kubernetes watch failed; resuming",
+        {{"path", options_.path}, {"resource_version", resource_version}, {"error", watched}});
+    if (handler_.on_restart) handler_.on_restart(Restart::kError, watched);
+    if (!Backoff(&failures, cancelled)) return;
+  }
+}
+
+}  // namespace elfdeploy::agent

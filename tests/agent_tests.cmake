@@ -1,0 +1,6 @@
+# The agent's Kubernetes client against kubesim's API server in process.
+add_executable(agent_kube_test ${PROJECT_SOURCE_DIR}/agent/kube/kube_test.cc)
+target_link_libraries(agent_kube_test PRIVATE
+  agent_kube elfdeploy_kubesim elfdeploy_test_harness GTest::gmock GTest::gtest_main
+  elfdeploy_warnings)
+gtest_discover_tests(agent_kube_test DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 180)
