@@ -4,3 +4,9 @@ target_link_libraries(agent_kube_test PRIVATE
   agent_kube elfdeploy_kubesim elfdeploy_test_harness GTest::gmock GTest::gtest_main
   elfdeploy_warnings)
 gtest_discover_tests(agent_kube_test DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 180)
+
+# Kubernetes / Argo CD JSON -> elfdeploy.v1 messages.
+add_executable(agent_convert_test ${PROJECT_SOURCE_DIR}/agent/kube/convert_test.cc)
+target_link_libraries(agent_convert_test PRIVATE
+  agent_kube_convert GTest::gmock GTest::gtest_main elfdeploy_warnings)
+gtest_discover_tests(agent_convert_test DISCOVERY_TIMEOUT 60)

@@ -1,0 +1,645 @@
+#include "agent/kube/convert.h"
+
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <string>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+
+namespace elfdeploy::kube {
+namespace {
+
+using Json = nlohmann::json;
+
+constexpr std::string_view kApplicationApiVersion = "argoproj.io/v1alpha1";
+constexpr std::string_view kDefaultArgoNamespace = "argocd";
+constexpr std::string_view kDefaultProject = "default";
+constexpr std::string_view kDefaultDestinationServer = "https://kubernetes.default.svc";
+constexpr int32_t kDefaultReplicas = 1;
+constexpr int32_t kDefaultProgressDeadlineSeconds = 600;
+
+// google.protobuf.Timestamp range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+constexpr int64_t kMinTimestampSeconds = -62135596800;
+constexpr int64_t kMaxTimestampSeconds = 253402300799;
+
+// The member `key` of `json`, or nullptr when `json` is not an object, lacks it, or it is null.
+const Json* Find(const Json& json, std::string_view key) {
+  if (!json.is_object()) return nullptr;
+  auto it = json.find(key);
+  if (it == json.end() || it->is_null()) return nullptr;
+  return &*it;
+}
+
+// Find() restricted to objects.
+const Json* FindObject(const Json& json, std::string_view key) {
+  const Json* child = Find(json, key);
+  return child != nullptr && child->is_object() ? child : nullptr;
+}
+
+// Find() restricted to arrays.
+const Json* FindArray(const Json& json, std::string_view key) {
+  const Json* child = Find(json, key);
+  return child != nullptr && child->is_array() ? child : nullptr;
+}
+
+// The string member `key`, or "" when absent or not a string.
+std::string GetString(const Json& json, std::string_view key) {
+  const Json* child = Find(json, key);
+  return child != nullptr && child->is_string() ? child->get<std::string>() : std::string();
+}
+
+// An integral JSON number (integers, and floats with no fraction) clamped to int64; nullopt
+// otherwise.
+std::optional<int64_t> AsInt64(const Json& json) {
+  if (json.is_number_unsigned()) {
+    uint64_t value = json.get<uint64_t>();
+    return value > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())
+               ? std::numeric_limits<int64_t>::max()
+               : static_cast<int64_t>(value);
+  }
+  if (json.is_number_integer()) return json.get<int64_t>();
+  if (json.is_number_float()) {
+    double value = json.get<double>();
+    if (!std::isfinite(value) || value != std::trunc(value)) return std::nullopt;
+    if (value >= 9.2e18) return std::numeric_limits<int64_t>::max();
+    if (value <= -9.2e18) return std::numeric_limits<int64_t>::min();
+    return static_cast<int64_t>(value);
+  }
+  return std::nullopt;
+}
+
+std::optional<int64_t> GetInt64(const Json& json, std::string_view key) {
+  const Json* child = Find(json, key);
+  if (child == nullptr) return std::nullopt;
+  return AsInt64(*child);
+}
+
+int32_t ClampInt32(int64_t value) {
+  if (value > std::numeric_limits<int32_t>::max()) return std::numeric_limits<int32_t>::max();
+  if (value < std::numeric_limits<int32_t>::min()) return std::numeric_limits<int32_t>::min();
+  return static_cast<int32_t>(value);
+}
+
+std::optional<int32_t> GetInt32(const Json& json, std::string_view key) {
+  std::optional<int64_t> value = GetInt64(json, key);
+  if (!value.has_value()) return std::nullopt;
+  return ClampInt32(*value);
+}
+
+// The bool member `key`, or false when absent or not a bool.
+bool GetBool(const Json& json, std::string_view key) {
+  const Json* child = Find(json, key);
+  return child != nullptr && child->is_boolean() && child->get<bool>();
+}
+
+// Sets `*out` from the RFC 3339 string member `key`; returns whether it did.
+bool GetTime(const Json& json, std::string_view key, google::protobuf::Timestamp* out) {
+  const Json* child = Find(json, key);
+  if (child == nullptr || !child->is_string()) return false;
+  return ParseRfc3339(child->get_ref<const std::string&>(), out);
+}
+
+// Sets the `mutable_field()` Timestamp only when `key` holds a valid time, so that absent times
+// stay unset.
+template <typename Mutable>
+void SetTime(const Json& json, std::string_view key, Mutable mutable_field) {
+  google::protobuf::Timestamp time;
+  if (GetTime(json, key, &time)) *mutable_field() = time;
+}
+
+// Copies the string values of the object member `key` into `map`; non-string values are skipped,
+// numbers (quantities written unquoted) are kept in their JSON spelling.
+void CopyStringMap(const Json& json, std::string_view key,
+                   google::protobuf::Map<std::string, std::string>* map, bool numbers_too) {
+  const Json* object = FindObject(json, key);
+  if (object == nullptr) return;
+  for (const auto& [name, value] : object->items()) {
+    if (value.is_string()) {
+      (*map)[name] = value.get<std::string>();
+    } else if (numbers_too && value.is_number()) {
+      (*map)[name] = value.dump();
+    }
+  }
+}
+
+template <typename Enum, size_t N>
+Enum LookUp(const std::array<std::pair<std::string_view, Enum>, N>& table, const std::string& text,
+            Enum fallback) {
+  for (const auto& [name, value] : table) {
+    if (name == text) return value;
+  }
+  return fallback;
+}
+
+v1::ConditionStatus ToConditionStatus(const std::string& text) {
+  static constexpr std::array<std::pair<std::string_view, v1::ConditionStatus>, 3> kTable{{
+      {"True", v1::CONDITION_STATUS_TRUE},
+      {"False", v1::CONDITION_STATUS_FALSE},
+      {"Unknown", v1::CONDITION_STATUS_UNKNOWN},
+  }};
+  return LookUp(kTable, text, v1::CONDITION_STATUS_UNSPECIFIED);
+}
+
+v1::SyncStatus ToSyncStatus(const std::string& text) {
+  static constexpr std::array<std::pair<std::string_view, v1::SyncStatus>, 3> kTable{{
+      {"Synced", v1::SYNC_STATUS_SYNCED},
+      {"OutOfSync", v1::SYNC_STATUS_OUT_OF_SYNC},
+      {"Unknown", v1::SYNC_STATUS_UNKNOWN},
+  }};
+  return LookUp(kTable, text, v1::SYNC_STATUS_UNSPECIFIED);
+}
+
+v1::HealthStatus ToHealthStatus(const std::string& text) {
+  static constexpr std::array<std::pair<std::string_view, v1::HealthStatus>, 6> kTable{{
+      {"Healthy", v1::HEALTH_STATUS_HEALTHY},
+      {"Progressing", v1::HEALTH_STATUS_PROGRESSING},
+      {"Degraded", v1::HEALTH_STATUS_DEGRADED},
+      {"Suspended", v1::HEALTH_STATUS_SUSPENDED},
+      {"Missing", v1::HEALTH_STATUS_MISSING},
+      {"Unknown", v1::HEALTH_STATUS_UNKNOWN},
+  }};
+  return LookUp(kTable, text, v1::HEALTH_STATUS_UNSPECIFIED);
+}
+
+v1::OperationPhase ToOperationPhase(const std::string& text) {
+  static constexpr std::array<std::pair<std::string_view, v1::OperationPhase>, 5> kTable{{
+      {"Running", v1::OPERATION_PHASE_RUNNING},
+      {"Terminating", v1::OPERATION_PHASE_TERMINATING},
+      {"Failed", v1::OPERATION_PHASE_FAILED},
+      {"Error", v1::OPERATION_PHASE_ERROR},
+      {"Succeeded", v1::OPERATION_PHASE_SUCCEEDED},
+  }};
+  return LookUp(kTable, text, v1::OPERATION_PHASE_UNSPECIFIED);
+}
+
+v1::PodPhase ToPodPhase(const std::string& text) {
+  static constexpr std::array<std::pair<std::string_view, v1::PodPhase>, 5> kTable{{
+      {"Pending", v1::POD_PHASE_PENDING},
+      {"Running", v1::POD_PHASE_RUNNING},
+      {"Succeeded", v1::POD_PHASE_SUCCEEDED},
+      {"Failed", v1::POD_PHASE_FAILED},
+      {"Unknown", v1::POD_PHASE_UNKNOWN},
+  }};
+  return LookUp(kTable, text, v1::POD_PHASE_UNSPECIFIED);
+}
+
+v1::KubernetesEventType ToEventType(const std::string& text) {
+  static constexpr std::array<std::pair<std::string_view, v1::KubernetesEventType>, 2> kTable{{
+      {"Normal", v1::KUBERNETES_EVENT_TYPE_NORMAL},
+      {"Warning", v1::KUBERNETES_EVENT_TYPE_WARNING},
+  }};
+  return LookUp(kTable, text, v1::KUBERNETES_EVENT_TYPE_UNSPECIFIED);
+}
+
+// status.conditions[] of any kind; non-object entries are skipped.
+void ConvertConditions(const Json& status,
+                       google::protobuf::RepeatedPtrField<v1::Condition>* conditions) {
+  const Json* items = FindArray(status, "conditions");
+  if (items == nullptr) return;
+  for (const Json& item : *items) {
+    if (!item.is_object()) continue;
+    v1::Condition* condition = conditions->Add();
+    condition->set_type(GetString(item, "type"));
+    condition->set_status(ToConditionStatus(GetString(item, "status")));
+    condition->set_reason(GetString(item, "reason"));
+    condition->set_message(GetString(item, "message"));
+    SetTime(item, "lastTransitionTime", [&] { return condition->mutable_last_transition_time(); });
+    SetTime(item, "lastUpdateTime", [&] { return condition->mutable_last_update_time(); });
+  }
+}
+
+// A container of a pod spec or pod template spec.
+void ConvertContainers(const Json& pod_spec,
+                       google::protobuf::RepeatedPtrField<v1::ContainerSpec>* containers) {
+  const Json* items = FindArray(pod_spec, "containers");
+  if (items == nullptr) return;
+  for (const Json& item : *items) {
+    if (!item.is_object()) continue;
+    v1::ContainerSpec* container = containers->Add();
+    container->set_name(GetString(item, "name"));
+    container->set_image(GetString(item, "image"));
+    if (const Json* resources = FindObject(item, "resources")) {
+      CopyStringMap(*resources, "limits", container->mutable_limits(), /*numbers_too=*/true);
+      CopyStringMap(*resources, "requests", container->mutable_requests(), /*numbers_too=*/true);
+    }
+    if (const Json* ports = FindArray(item, "ports")) {
+      for (const Json& port : *ports) {
+        std::optional<int32_t> number = GetInt32(port, "containerPort");
+        if (number.has_value()) container->add_ports(*number);
+      }
+    }
+  }
+}
+
+void ConvertContainerState(const Json& json, v1::ContainerState* state) {
+  if (const Json* waiting = FindObject(json, "waiting")) {
+    v1::ContainerStateWaiting* out = state->mutable_waiting();
+    out->set_reason(GetString(*waiting, "reason"));
+    out->set_message(GetString(*waiting, "message"));
+  } else if (const Json* running = FindObject(json, "running")) {
+    v1::ContainerStateRunning* out = state->mutable_running();
+    SetTime(*running, "startedAt", [&] { return out->mutable_started_time(); });
+  } else if (const Json* terminated = FindObject(json, "terminated")) {
+    v1::ContainerStateTerminated* out = state->mutable_terminated();
+    out->set_exit_code(GetInt32(*terminated, "exitCode").value_or(0));
+    out->set_signal(GetInt32(*terminated, "signal").value_or(0));
+    out->set_reason(GetString(*terminated, "reason"));
+    out->set_message(GetString(*terminated, "message"));
+    SetTime(*terminated, "startedAt", [&] { return out->mutable_started_time(); });
+    SetTime(*terminated, "finishedAt", [&] { return out->mutable_finished_time(); });
+  }
+}
+
+void ConvertContainerStatuses(const Json& status, std::string_view key,
+                              google::protobuf::RepeatedPtrField<v1::ContainerStatus>* statuses) {
+  const Json* items = FindArray(status, key);
+  if (items == nullptr) return;
+  for (const Json& item : *items) {
+    if (!item.is_object()) continue;
+    v1::ContainerStatus* out = statuses->Add();
+    out->set_name(GetString(item, "name"));
+    out->set_image(GetString(item, "image"));
+    out->set_image_id(GetString(item, "imageID"));
+    out->set_ready(GetBool(item, "ready"));
+    out->set_started(GetBool(item, "started"));
+    out->set_restart_count(GetInt32(item, "restartCount").value_or(0));
+    if (const Json* state = FindObject(item, "state")) {
+      ConvertContainerState(*state, out->mutable_state());
+    }
+    if (const Json* last_state = FindObject(item, "lastState")) {
+      ConvertContainerState(*last_state, out->mutable_last_state());
+    }
+  }
+}
+
+// ObjectRef from an involvedObject / regarding reference.
+void ConvertObjectRef(const Json& json, v1::ObjectRef* ref) {
+  ref->set_kind(GetString(json, "kind"));
+  ref->set_api_version(GetString(json, "apiVersion"));
+  ref->set_namespace_(GetString(json, "namespace"));
+  ref->set_name(GetString(json, "name"));
+  ref->set_uid(GetString(json, "uid"));
+  ref->set_field_path(GetString(json, "fieldPath"));
+}
+
+void ConvertApplicationSpec(const Json& spec, v1::ApplicationSpec* out) {
+  out->set_project(GetString(spec, "project"));
+  const Json* source = FindObject(spec, "source");
+  if (source == nullptr) {
+    if (const Json* sources = FindArray(spec, "sources");
+        sources != nullptr && !sources->empty() && sources->front().is_object()) {
+      source = &sources->front();
+    }
+  }
+  if (source != nullptr) {
+    out->set_repo_url(GetString(*source, "repoURL"));
+    out->set_target_revision(GetString(*source, "targetRevision"));
+    out->set_path(GetString(*source, "path"));
+  }
+  if (const Json* destination = FindObject(spec, "destination")) {
+    out->set_destination_server(GetString(*destination, "server"));
+    out->set_destination_namespace(GetString(*destination, "namespace"));
+  }
+  if (const Json* policy = FindObject(spec, "syncPolicy")) {
+    if (const Json* automated = FindObject(*policy, "automated")) {
+      out->set_automated(true);
+      out->set_prune(GetBool(*automated, "prune"));
+      out->set_self_heal(GetBool(*automated, "selfHeal"));
+    }
+    if (const Json* options = FindArray(*policy, "syncOptions")) {
+      for (const Json& option : *options) {
+        if (option.is_string()) out->add_sync_options(option.get<std::string>());
+      }
+    }
+  }
+}
+
+void ConvertApplicationStatus(const Json& status, v1::Application* app) {
+  if (const Json* sync = FindObject(status, "sync")) {
+    app->set_sync_status(ToSyncStatus(GetString(*sync, "status")));
+    std::string revision = GetString(*sync, "revision");
+    if (revision.empty()) {
+      if (const Json* revisions = FindArray(*sync, "revisions");
+          revisions != nullptr && !revisions->empty() && revisions->front().is_string()) {
+        revision = revisions->front().get<std::string>();
+      }
+    }
+    app->set_sync_revision(std::move(revision));
+  }
+  if (const Json* health = FindObject(status, "health")) {
+    app->set_health_status(ToHealthStatus(GetString(*health, "status")));
+    app->set_health_message(GetString(*health, "message"));
+  }
+  if (const Json* operation = FindObject(status, "operationState")) {
+    v1::OperationState* out = app->mutable_operation_state();
+    out->set_phase(ToOperationPhase(GetString(*operation, "phase")));
+    out->set_message(GetString(*operation, "message"));
+    if (const Json* result = FindObject(*operation, "syncResult")) {
+      out->set_sync_revision(GetString(*result, "revision"));
+    }
+    SetTime(*operation, "startedAt", [&] { return out->mutable_started_time(); });
+    SetTime(*operation, "finishedAt", [&] { return out->mutable_finished_time(); });
+  }
+  ConvertConditions(status, app->mutable_conditions());
+  if (const Json* resources = FindArray(status, "resources")) {
+    for (const Json& item : *resources) {
+      if (!item.is_object()) continue;
+      v1::ApplicationResource* out = app->add_resources();
+      out->set_group(GetString(item, "group"));
+      out->set_version(GetString(item, "version"));
+      out->set_kind(GetString(item, "kind"));
+      out->set_namespace_(GetString(item, "namespace"));
+      out->set_name(GetString(item, "name"));
+      out->set_sync_status(ToSyncStatus(GetString(item, "status")));
+      if (const Json* health = FindObject(item, "health")) {
+        out->set_health_status(ToHealthStatus(GetString(*health, "status")));
+        out->set_health_message(GetString(*health, "message"));
+      }
+    }
+  }
+  SetTime(status, "reconciledAt", [&] { return app->mutable_reconciled_time(); });
+}
+
+}  // namespace
+
+bool IsKeptAnnotation(std::string_view key) {
+  return key == "argocd.argoproj.io/refresh" || key == "deployment.kubernetes.io/revision" ||
+         key == "kubectl.kubernetes.io/restartedAt" || key.starts_with("app.kubernetes.io/");
+}
+
+bool ParseRfc3339(std::string_view text, google::protobuf::Timestamp* out) {
+  if (text.empty()) return false;
+  absl::Time time;
+  std::string error;
+  if (!absl::ParseTime(absl::RFC3339_full, absl::string_view(text.data(), text.size()), &time,
+                       &error)) {
+    return false;
+  }
+  if (time == absl::InfiniteFuture() || time == absl::InfinitePast()) return false;
+  int64_t seconds = absl::ToUnixSeconds(time);  // Rounds towards negative infinity.
+  if (seconds < kMinTimestampSeconds || seconds > kMaxTimestampSeconds) return false;
+  int64_t nanos = absl::ToInt64Nanoseconds(time - absl::FromUnixSeconds(seconds));
+  out->set_seconds(seconds);
+  out->set_nanos(static_cast<int32_t>(nanos));
+  return true;
+}
+
+absl::StatusOr<v1::ObjectMeta> ToObjectMeta(const Json& object) {
+  if (!object.is_object()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("Kubernetes object is not a JSON object but ", object.type_name()));
+  }
+  const Json* metadata = FindObject(object, "metadata");
+  const Json* name = metadata != nullptr ? Find(*metadata, "name") : nullptr;
+  if (name == nullptr || !name->is_string() || name->get_ref<const std::string&>().empty()) {
+    std::string kind = GetString(object, "kind");
+    return absl::InvalidArgumentError(
+        absl::StrCat("Kubernetes object ", kind.empty() ? "" : kind + " ", "has no metadata.name"));
+  }
+  v1::ObjectMeta meta;
+  meta.set_name(name->get<std::string>());
+  meta.set_namespace_(GetString(*metadata, "namespace"));
+  meta.set_uid(GetString(*metadata, "uid"));
+  meta.set_resource_version(GetString(*metadata, "resourceVersion"));
+  meta.set_generation(GetInt64(*metadata, "generation").value_or(0));
+  CopyStringMap(*metadata, "labels", meta.mutable_labels(), /*numbers_too=*/false);
+  if (const Json* annotations = FindObject(*metadata, "annotations")) {
+    for (const auto& [key, value] : annotations->items()) {
+      if (value.is_string() && IsKeptAnnotation(key)) {
+        (*meta.mutable_annotations())[key] = value.get<std::string>();
+      }
+    }
+  }
+  if (const Json* owners = FindArray(*metadata, "ownerReferences")) {
+    for (const Json& owner : *owners) {
+      if (!owner.is_object()) continue;
+      v1::ObjectRef* ref = meta.add_owner_references();
+      ref->set_kind(GetString(owner, "kind"));
+      ref->set_api_version(GetString(owner, "apiVersion"));
+      ref->set_name(GetString(owner, "name"));
+      ref->set_uid(GetString(owner, "uid"));
+    }
+  }
+  SetTime(*metadata, "creationTimestamp", [&] { return meta.mutable_creation_time(); });
+  SetTime(*metadata, "deletionTimestamp", [&] { return meta.mutable_deletion_time(); });
+  return meta;
+}
+
+absl::StatusOr<v1::Application> ToApplication(const Json& object) {
+  absl::StatusOr<v1::ObjectMeta> meta = ToObjectMeta(object);
+  if (!meta.ok()) return meta.status();
+  v1::Application app;
+  *app.mutable_meta() = *std::move(meta);
+  if (const Json* spec = FindObject(object, "spec")) {
+    ConvertApplicationSpec(*spec, app.mutable_spec());
+  }
+  if (const Json* status = FindObject(object, "status")) ConvertApplicationStatus(*status, &app);
+  return app;
+}
+
+absl::StatusOr<v1::Deployment> ToDeployment(const Json& object) {
+  absl::StatusOr<v1::ObjectMeta> meta = ToObjectMeta(object);
+  if (!meta.ok()) return meta.status();
+  v1::Deployment deployment;
+  *deployment.mutable_meta() = *std::move(meta);
+  deployment.set_replicas(kDefaultReplicas);
+  deployment.set_progress_deadline_seconds(kDefaultProgressDeadlineSeconds);
+  if (const Json* spec = FindObject(object, "spec")) {
+    deployment.set_replicas(GetInt32(*spec, "replicas").value_or(kDefaultReplicas));
+    deployment.set_progress_deadline_seconds(
+        GetInt32(*spec, "progressDeadlineSeconds").value_or(kDefaultProgressDeadlineSeconds));
+    if (const Json* selector = FindObject(*spec, "selector")) {
+      CopyStringMap(*selector, "matchLabels", deployment.mutable_selector(),
+                    /*numbers_too=*/false);
+    }
+    if (const Json* tmpl = FindObject(*spec, "template")) {
+      if (const Json* pod_spec = FindObject(*tmpl, "spec")) {
+        ConvertContainers(*pod_spec, deployment.mutable_containers());
+      }
+    }
+  }
+  if (const Json* status = FindObject(object, "status")) {
+    deployment.set_observed_generation(GetInt64(*status, "observedGeneration").value_or(0));
+    deployment.set_status_replicas(GetInt32(*status, "replicas").value_or(0));
+    deployment.set_updated_replicas(GetInt32(*status, "updatedReplicas").value_or(0));
+    deployment.set_ready_replicas(GetInt32(*status, "readyReplicas").value_or(0));
+    deployment.set_available_replicas(GetInt32(*status, "availableReplicas").value_or(0));
+    deployment.set_unavailable_replicas(GetInt32(*status, "unavailableReplicas").value_or(0));
+    ConvertConditions(*status, deployment.mutable_conditions());
+  }
+  return deployment;
+}
+
+absl::StatusOr<v1::Pod> ToPod(const Json& object) {
+  absl::StatusOr<v1::ObjectMeta> meta = ToObjectMeta(object);
+  if (!meta.ok()) return meta.status();
+  v1::Pod pod;
+  *pod.mutable_meta() = *std::move(meta);
+  if (const Json* spec = FindObject(object, "spec")) {
+    pod.set_node_name(GetString(*spec, "nodeName"));
+    ConvertContainers(*spec, pod.mutable_containers());
+    if (const Json* secrets = FindArray(*spec, "imagePullSecrets")) {
+      for (const Json& secret : *secrets) {
+        std::string name = GetString(secret, "name");
+        if (!name.empty()) pod.add_image_pull_secrets(std::move(name));
+      }
+    }
+  }
+  if (const Json* status = FindObject(object, "status")) {
+    pod.set_phase(ToPodPhase(GetString(*status, "phase")));
+    pod.set_reason(GetString(*status, "reason"));
+    pod.set_message(GetString(*status, "message"));
+    pod.set_pod_ip(GetString(*status, "podIP"));
+    SetTime(*status, "startTime", [&] { return pod.mutable_start_time(); });
+    ConvertConditions(*status, pod.mutable_conditions());
+    for (const v1::Condition& condition : pod.conditions()) {
+      if (condition.type() == "Ready") {
+        pod.set_ready(condition.status() == v1::CONDITION_STATUS_TRUE);
+      }
+    }
+    ConvertContainerStatuses(*status, "initContainerStatuses",
+                             pod.mutable_init_container_statuses());
+    ConvertContainerStatuses(*status, "containerStatuses", pod.mutable_container_statuses());
+  }
+  return pod;
+}
+
+absl::StatusOr<v1::KubernetesEvent> ToEvent(const Json& object) {
+  absl::StatusOr<v1::ObjectMeta> meta = ToObjectMeta(object);
+  if (!meta.ok()) return meta.status();
+  v1::KubernetesEvent event;
+  *event.mutable_meta() = *std::move(meta);
+  const Json* involved = FindObject(object, "involvedObject");
+  if (involved == nullptr) involved = FindObject(object, "regarding");
+  if (involved != nullptr) ConvertObjectRef(*involved, event.mutable_involved_object());
+  event.set_reason(GetString(object, "reason"));
+  std::string message = GetString(object, "message");
+  event.set_message(message.empty() ? GetString(object, "note") : std::move(message));
+  event.set_type(ToEventType(GetString(object, "type")));
+
+  const Json* series = FindObject(object, "series");
+  int64_t count = GetInt64(object, "count").value_or(0);
+  if (count <= 0 && series != nullptr) count = GetInt64(*series, "count").value_or(0);
+  if (count <= 0) count = GetInt64(object, "deprecatedCount").value_or(0);
+  event.set_count(count > 0 ? ClampInt32(count) : 1);
+
+  google::protobuf::Timestamp event_time;
+  bool has_event_time = GetTime(object, "eventTime", &event_time);
+  google::protobuf::Timestamp time;
+  if (GetTime(object, "firstTimestamp", &time) ||
+      GetTime(object, "deprecatedFirstTimestamp", &time)) {
+    *event.mutable_first_time() = time;
+  } else if (has_event_time) {
+    *event.mutable_first_time() = event_time;
+  }
+  if (GetTime(object, "lastTimestamp", &time) ||
+      GetTime(object, "deprecatedLastTimestamp", &time) ||
+      (series != nullptr && GetTime(*series, "lastObservedTime", &time))) {
+    *event.mutable_last_time() = time;
+  } else if (has_event_time) {
+    *event.mutable_last_time() = event_time;
+  }
+
+  std::string source;
+  if (const Json* source_object = FindObject(object, "source")) {
+    source = GetString(*source_object, "component");
+  }
+  if (source.empty()) {
+    if (const Json* source_object = FindObject(object, "deprecatedSource")) {
+      source = GetString(*source_object, "component");
+    }
+  }
+  if (source.empty()) source = GetString(object, "reportingComponent");
+  if (source.empty()) source = GetString(object, "reportingController");
+  event.set_source(std::move(source));
+  return event;
+}
+
+absl::StatusOr<v1::ClusterObject> ToClusterObject(v1::ObjectKind kind, const Json& object) {
+  v1::ClusterObject out;
+  switch (kind) {
+    case v1::OBJECT_KIND_APPLICATION: {
+      absl::StatusOr<v1::Application> app = ToApplication(object);
+      if (!app.ok()) return app.status();
+      *out.mutable_application() = *std::move(app);
+      return out;
+    }
+    case v1::OBJECT_KIND_DEPLOYMENT: {
+      absl::StatusOr<v1::Deployment> deployment = ToDeployment(object);
+      if (!deployment.ok()) return deployment.status();
+      *out.mutable_deployment() = *std::move(deployment);
+      return out;
+    }
+    case v1::OBJECT_KIND_POD: {
+      absl::StatusOr<v1::Pod> pod = ToPod(object);
+      if (!pod.ok()) return pod.status();
+      *out.mutable_pod() = *std::move(pod);
+      return out;
+    }
+    case v1::OBJECT_KIND_EVENT: {
+      absl::StatusOr<v1::KubernetesEvent> event = ToEvent(object);
+      if (!event.ok()) return event.status();
+      *out.mutable_event() = *std::move(event);
+      return out;
+    }
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("no conversion for object kind ", static_cast<int>(kind)));
+  }
+}
+
+Json ToApplicationJson(const v1::ApplicationDefinition& definition) {
+  const v1::ApplicationSpec& spec = definition.spec();
+  Json metadata = Json::object();
+  metadata["name"] = definition.name();
+  metadata["namespace"] = definition.namespace_().empty() ? std::string(kDefaultArgoNamespace)
+                                                          : definition.namespace_();
+  if (!definition.labels().empty()) {
+    Json labels = Json::object();
+    for (const auto& [key, value] : definition.labels()) labels[key] = value;
+    metadata["labels"] = std::move(labels);
+  }
+
+  Json source = Json::object();
+  source["repoURL"] = spec.repo_url();
+  if (!spec.target_revision().empty()) source["targetRevision"] = spec.target_revision();
+  if (!spec.path().empty()) source["path"] = spec.path();
+
+  Json destination = Json::object();
+  destination["server"] = spec.destination_server().empty() ? std::string(kDefaultDestinationServer)
+                                                            : spec.destination_server();
+  if (!spec.destination_namespace().empty()) {
+    destination["namespace"] = spec.destination_namespace();
+  }
+
+  Json out_spec = Json::object();
+  out_spec["project"] = spec.project().empty() ? std::string(kDefaultProject) : spec.project();
+  out_spec["source"] = std::move(source);
+  out_spec["destination"] = std::move(destination);
+  Json sync_policy = Json::object();
+  if (spec.automated()) {
+    sync_policy["automated"] = {{"prune", spec.prune()}, {"selfHeal", spec.self_heal()}};
+  }
+  if (!spec.sync_options().empty()) {
+    Json options = Json::array();
+    for (const std::string& option : spec.sync_options()) options.push_back(option);
+    sync_policy["syncOptions"] = std::move(options);
+  }
+  if (!sync_policy.empty()) out_spec["syncPolicy"] = std::move(sync_policy);
+
+  Json application = Json::object();
+  application["apiVersion"] = std::string(kApplicationApiVersion);
+  application["kind"] = "Application";
+  application["metadata"] = std::move(metadata);
+  application["spec"] = std::move(out_spec);
+  return application;
+}
+
+}  // namespace elfdeploy::kube
