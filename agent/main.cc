@@ -9,7 +9,8 @@ int main(int argc, char** argv) {
   spec.bind_config = [&options](elfdeploy::ConfigBinder& binder) {
     elfdeploy::BindAgentConfig(binder, &options);
   };
-  return elfdeploy::RunBinary(argc, argv, spec, [&options](const elfdeploy::ComponentContext&) {
-    return absl::StatusOr<std::unique_ptr<elfdeploy::Component>>(elfdeploy::MakeAgent(options));
-  });
+  return elfdeploy::RunBinary(argc, argv, spec,
+                              [&options](const elfdeploy::ComponentContext& context) {
+                                return elfdeploy::MakeAgent(options, context.metrics);
+                              });
 }

@@ -10,3 +10,9 @@ add_executable(agent_convert_test ${PROJECT_SOURCE_DIR}/agent/kube/convert_test.
 target_link_libraries(agent_convert_test PRIVATE
   agent_kube_convert GTest::gmock GTest::gtest_main elfdeploy_warnings)
 gtest_discover_tests(agent_convert_test DISCOVERY_TIMEOUT 60)
+
+# The agent link (event buffer, AgentLink <-> AgentLinkService) in process.
+add_executable(agent_link_test agent/link_test.cc)
+target_link_libraries(agent_link_test PRIVATE
+  agent_link cluster_watcher_link GTest::gmock GTest::gtest_main elfdeploy_warnings)
+gtest_discover_tests(agent_link_test DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 180)

@@ -3,6 +3,7 @@
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
 
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -55,11 +56,30 @@ class BinaryTest : public ::testing::TestWithParam<BinaryCase> {
     options.grpc = !GetParam().services.empty();
     // Open Watch streams are cancelled when the grace ends; keep the SIGTERM test short.
     options.env = {{"ELFDEPLOY_SERVER_SHUTDOWN_GRACE", "2s"}};
+    if (GetParam().binary == "elfdeploy-agent") {
+      // A cluster and a watcher that are not there: the agent starts and keeps retrying both.
+      absl::StatusOr<TempDir> dir = TempDir::Create("agent-");
+      ASSERT_TRUE(dir.ok()) << dir.status();
+      dir_.emplace(*std::move(dir));
+      std::string kubeconfig = dir_->Join("kubeconfig");
+      ASSERT_TRUE(WriteFile(kubeconfig, R"(apiVersion: v1
+kind: Config
+current-context: none
+clusters: [{name: none, cluster: {server: "http://127.0.0.1:1"}}]
+users: [{name: none, user: {token: x}}]
+contexts: [{name: none, context: {cluster: none, user: none}}]
+)")
+                      .ok());
+      options.env.emplace_back("ELFDEPLOY_AGENT_KUBECONFIG", kubeconfig);
+      options.env.emplace_back("ELFDEPLOY_AGENT_INSECURE", "true");
+      options.env.emplace_back("ELFDEPLOY_AGENT_WATCHER_ADDR", "127.0.0.1:1");
+    }
     absl::StatusOr<std::unique_ptr<ServiceProcess>> service = ServiceProcess::Start(options);
     ASSERT_TRUE(service.ok()) << service.status();
     service_ = *std::move(service);
   }
 
+  std::optional<TempDir> dir_;
   std::unique_ptr<ServiceProcess> service_;
 };
 
