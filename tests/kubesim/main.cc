@@ -16,6 +16,8 @@
 #include "services/common/log.h"
 #include "tests/kubesim/api_server.h"
 #include "tests/kubesim/argocd.h"
+#include "tests/kubesim/churn.h"
+#include "tests/kubesim/kubelet.h"
 #include "tests/kubesim/manifests.h"
 #include "tests/kubesim/store.h"
 
@@ -49,6 +51,31 @@ ABSL_FLAG(absl::Duration, app_resync, absl::Minutes(3),
           "Argo CD compares every Application again this often");
 ABSL_FLAG(absl::Duration, repo_poll, absl::Seconds(1),
           "Branch heads of the Applications' repositories are polled this often");
+ABSL_FLAG(std::string, node_name, "kubesim-node", "The simulated node's name");
+ABSL_FLAG(absl::Duration, container_start_delay, absl::Seconds(1),
+          "Kubelet: image resolved -> container running");
+ABSL_FLAG(absl::Duration, ready_delay, absl::ZeroDuration(), "Kubelet: running -> ready");
+ABSL_FLAG(absl::Duration, crash_after, absl::Seconds(2),
+          "Kubelet: how long a container with ELFDEPLOY_SIM_EXIT_CODE runs before it exits");
+ABSL_FLAG(absl::Duration, image_pull_backoff, absl::Seconds(10),
+          "Kubelet: first image pull back-off (doubles up to --image_pull_backoff_max)");
+ABSL_FLAG(absl::Duration, err_image_pull_hold, absl::Seconds(1),
+          "Kubelet: how long ErrImagePull shows before ImagePullBackOff");
+ABSL_FLAG(absl::Duration, image_pull_backoff_max, absl::Minutes(5), "Kubelet: pull back-off cap");
+ABSL_FLAG(absl::Duration, crash_backoff, absl::Seconds(10),
+          "Kubelet: first crash-loop back-off (doubles up to --crash_backoff_max)");
+ABSL_FLAG(absl::Duration, crash_backoff_max, absl::Minutes(5), "Kubelet: crash back-off cap");
+ABSL_FLAG(absl::Duration, progress_deadline_unit, absl::Seconds(1),
+          "How long one second of spec.progressDeadlineSeconds lasts (shorter in tests)");
+ABSL_FLAG(absl::Duration, resolve_cache_ttl, absl::Seconds(5),
+          "Kubelet: registry answers are reused this long per image and credentials");
+ABSL_FLAG(std::vector<std::string>, insecure_registries, {},
+          "Registries the kubelet may reach over plain http or unverified TLS (loopback ones "
+          "may always use plain http)");
+ABSL_FLAG(std::string, registry_ca_file, "", "PEM CA bundle that verifies registries");
+ABSL_FLAG(int, churn_pods, 0, "Churn mode: pods created in --churn_namespace");
+ABSL_FLAG(double, churn_rate, 0, "Churn mode: changes per second to those pods");
+ABSL_FLAG(std::string, churn_namespace, "churn", "Churn mode: the namespace of its pods");
 ABSL_FLAG(std::string, log_level, "info", "debug|info|warning|error");
 ABSL_FLAG(std::string, log_format, "logfmt", "logfmt|json");
 
@@ -150,6 +177,39 @@ int Run(int argc, char** argv) {
   }
   ArgoController argo(store, argo_options);
   argo.Start();
+
+  KubeletOptions kubelet_options;
+  kubelet_options.seed = absl::GetFlag(FLAGS_seed);
+  kubelet_options.node_name = absl::GetFlag(FLAGS_node_name);
+  kubelet_options.container_start_delay = absl::GetFlag(FLAGS_container_start_delay);
+  kubelet_options.ready_delay = absl::GetFlag(FLAGS_ready_delay);
+  kubelet_options.crash_after = absl::GetFlag(FLAGS_crash_after);
+  kubelet_options.image_pull_backoff = absl::GetFlag(FLAGS_image_pull_backoff);
+  kubelet_options.image_pull_backoff_max = absl::GetFlag(FLAGS_image_pull_backoff_max);
+  kubelet_options.err_image_pull_hold = absl::GetFlag(FLAGS_err_image_pull_hold);
+  kubelet_options.crash_backoff = absl::GetFlag(FLAGS_crash_backoff);
+  kubelet_options.crash_backoff_max = absl::GetFlag(FLAGS_crash_backoff_max);
+  kubelet_options.progress_deadline_unit = absl::GetFlag(FLAGS_progress_deadline_unit);
+  kubelet_options.resolve_cache_ttl = absl::GetFlag(FLAGS_resolve_cache_ttl);
+  kubelet_options.insecure_registries = absl::GetFlag(FLAGS_insecure_registries);
+  kubelet_options.ca_file = absl::GetFlag(FLAGS_registry_ca_file);
+  KubeletSim kubelet(store, kubelet_options);
+  if (absl::Status started = kubelet.Start(); !started.ok()) {
+    log::Error("cannot start the kubelet", {{"error", started}});
+    return 1;
+  }
+  ChurnOptions churn_options;
+  churn_options.pods = absl::GetFlag(FLAGS_churn_pods);
+  churn_options.rate = absl::GetFlag(FLAGS_churn_rate);
+  churn_options.namespace_ = absl::GetFlag(FLAGS_churn_namespace);
+  churn_options.seed = absl::GetFlag(FLAGS_seed);
+  ChurnSim churn(store, churn_options);
+  if (churn_options.pods > 0) {
+    if (absl::Status started = churn.Start(); !started.ok()) {
+      log::Error("cannot start churn", {{"error", started}});
+      return 1;
+    }
+  }
   log::Info("serving", {{"addr", (*server)->address()},
                         {"url", (*server)->base_url()},
                         {"tls", (*server)->tls()},
@@ -158,6 +218,8 @@ int Run(int argc, char** argv) {
   int signal_number = 0;
   sigwait(&signals, &signal_number);
   log::Info("stopping", {{"signal", signal_number == SIGTERM ? "SIGTERM" : "SIGINT"}});
+  churn.Stop();
+  kubelet.Stop();
   argo.Stop();
   (*server)->Stop();
   if (!temporary_cache.empty()) {
