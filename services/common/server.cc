@@ -3,6 +3,8 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 
+#include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "absl/status/status.h"
@@ -31,9 +33,35 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(ServerOptions options) {
   server->metrics_->Register(server->process_collector_);
   if (options.metrics_registry != nullptr) server->metrics_->Register(options.metrics_registry);
 
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  if (!options.tls_cert_file.empty() || !options.tls_key_file.empty()) {
+    auto read = [](const std::string& path, const char* what) -> absl::StatusOr<std::string> {
+      std::ifstream in(path);
+      std::stringstream text;
+      text << in.rdbuf();
+      if (path.empty() || !in || text.str().empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("server.", what, " \"", path, "\" cannot be read"));
+      }
+      return text.str();
+    };
+    absl::StatusOr<std::string> cert = read(options.tls_cert_file, "tls_cert_file");
+    if (!cert.ok()) return cert.status();
+    absl::StatusOr<std::string> key = read(options.tls_key_file, "tls_key_file");
+    if (!key.ok()) return key.status();
+    grpc::SslServerCredentialsOptions ssl;
+    ssl.pem_key_cert_pairs.push_back({*key, *cert});
+    if (!options.tls_client_ca_file.empty()) {
+      absl::StatusOr<std::string> ca = read(options.tls_client_ca_file, "tls_client_ca_file");
+      if (!ca.ok()) return ca.status();
+      ssl.pem_root_certs = *ca;
+      ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+    }
+    credentials = grpc::SslServerCredentials(ssl);
+  }
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(options.grpc_addr, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(options.grpc_addr, credentials, &port);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   // gRPC sets SO_REUSEPORT by default: a second server on a taken port would silently share it.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);

@@ -17,6 +17,10 @@ struct ServerOptions {
   // "host:port"; port 0 picks a free port (see Server::grpc_addr()).
   std::string grpc_addr = "127.0.0.1:0";
   std::string metrics_addr = "127.0.0.1:0";
+  // TLS (PEM files); plain text when both are empty. A client CA requires client certificates.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_client_ca_file;
   // Services to serve by full name ("elfdeploy.v1.BuilderService"); not owned, must outlive the
   // server. Health reports each name.
   std::vector<std::pair<std::string, grpc::Service*>> services;
@@ -30,7 +34,8 @@ struct ServerOptions {
 // per-RPC metrics and the /metrics endpoint. Health is SERVING once Start returns.
 class Server {
  public:
-  // Binds both addresses and starts serving. UNAVAILABLE when an address cannot be bound.
+  // Binds both addresses and starts serving. UNAVAILABLE when an address cannot be bound;
+  // INVALID_ARGUMENT when only one of the TLS files is set or one cannot be read.
   static absl::StatusOr<std::unique_ptr<Server>> Start(ServerOptions options);
   ~Server();
 

@@ -32,6 +32,11 @@ constexpr int kExitStart = 1;
 void BindServerConfig(const BinarySpec& spec, ConfigBinder& binder, ServerConfig* config) {
   if (!spec.default_grpc_addr.empty()) binder.Bind("server.grpc_addr", &config->grpc_addr);
   binder.Bind("server.metrics_addr", &config->metrics_addr);
+  if (!spec.default_grpc_addr.empty()) {
+    binder.Bind("server.tls_cert_file", &config->tls_cert_file);
+    binder.Bind("server.tls_key_file", &config->tls_key_file);
+    binder.Bind("server.tls_client_ca_file", &config->tls_client_ca_file);
+  }
   binder.Bind("server.drain_delay", &config->drain_delay);
   binder.Bind("server.shutdown_grace", &config->shutdown_grace);
   binder.Bind("log.level", &config->log_level);
@@ -159,6 +164,9 @@ int RunBinary(int argc, char** argv, const BinarySpec& spec, const ComponentFact
     ServerOptions options;
     options.grpc_addr = config.grpc_addr;
     options.metrics_addr = config.metrics_addr;
+    options.tls_cert_file = config.tls_cert_file;
+    options.tls_key_file = config.tls_key_file;
+    options.tls_client_ca_file = config.tls_client_ca_file;
     options.services = (*component)->Services();
     options.metrics_registry = registry;
     absl::StatusOr<std::unique_ptr<Server>> started = Server::Start(std::move(options));
@@ -169,6 +177,7 @@ int RunBinary(int argc, char** argv, const BinarySpec& spec, const ComponentFact
     server = *std::move(started);
     log::Info("serving", {{"version", kVersion},
                           {"grpc_addr", server->grpc_addr()},
+                          {"tls", !config.tls_cert_file.empty()},
                           {"metrics_addr", server->metrics_addr()}});
   } else {
     absl::StatusOr<std::unique_ptr<MetricsExposer>> started =

@@ -20,6 +20,11 @@ namespace elfdeploy {
 struct ServerConfig {
   std::string grpc_addr;
   std::string metrics_addr;
+  // TLS for the gRPC port: certificate chain and key (PEM files); plain text when both are empty.
+  // With tls_client_ca_file, clients must present a certificate that chains to it (mutual TLS).
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_client_ca_file;
   // After SIGTERM: how long health reports NOT_SERVING before the listener closes.
   absl::Duration drain_delay = absl::ZeroDuration();
   // After the listener closes: how long in-flight RPCs may run before they are cancelled.

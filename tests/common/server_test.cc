@@ -3,6 +3,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
+#include <optional>
 #include <thread>
 
 #include "absl/synchronization/notification.h"
@@ -11,6 +12,8 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "services/common/grpc_status.h"
+#include "tests/harness/process.h"
+#include "tests/harness/temp_dir.h"
 #include "tests/support/service_process.h"
 
 namespace elfdeploy {
@@ -145,6 +148,89 @@ TEST(GrpcStatusTest, ConvertsCodesAndMessagesBothWays) {
   EXPECT_EQ(FromGrpcStatus(g), s);
   EXPECT_TRUE(ToGrpcStatus(absl::OkStatus()).ok());
   EXPECT_STREQ(GrpcCodeName(grpc::StatusCode::FAILED_PRECONDITION), "FailedPrecondition");
+}
+
+}  // namespace
+}  // namespace elfdeploy
+
+namespace elfdeploy {
+namespace {
+
+// A CA, and a server and a client certificate it signed, made with the openssl CLI.
+class TlsServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    absl::StatusOr<testing::TempDir> dir = testing::TempDir::Create("server-tls-");
+    ASSERT_TRUE(dir.ok()) << dir.status();
+    dir_.emplace(*std::move(dir));
+    std::string script = absl::StrCat("set -e; cd ", dir_->path(), R"(
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key \
+  -out ca.pem -days 2 -subj /CN=test-ca 2>/dev/null
+for who in server client; do
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout $who.key \
+    -out $who.csr -subj /CN=$who 2>/dev/null
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' > $who.ext
+  openssl x509 -req -in $who.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out $who.pem \
+    -days 2 -extfile $who.ext 2>/dev/null
+done)");
+    absl::StatusOr<testing::CommandResult> made =
+        testing::RunCommand({.argv = {"/bin/sh", "-c", script}});
+    ASSERT_TRUE(made.ok() && made->exit_code == 0) << (made.ok() ? made->output : "");
+  }
+
+  std::string Read(const std::string& name) {
+    absl::StatusOr<std::string> text = testing::ReadFile(dir_->Join(name));
+    EXPECT_TRUE(text.ok());
+    return text.value_or("");
+  }
+
+  std::optional<testing::TempDir> dir_;
+};
+
+absl::StatusOr<std::string> HealthOver(const std::string& addr,
+                                       std::shared_ptr<grpc::ChannelCredentials> credentials,
+                                       int deadline_seconds = 2) {
+  auto channel = grpc::CreateChannel(addr, credentials);
+  auto stub = grpc::health::v1::Health::NewStub(channel);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(deadline_seconds));
+  grpc::health::v1::HealthCheckResponse response;
+  grpc::Status status = stub->Check(&context, grpc::health::v1::HealthCheckRequest(), &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status());
+}
+
+TEST_F(TlsServerTest, ServesTlsAndRequiresClientCertificatesWithAClientCa) {
+  ServerOptions options;
+  options.tls_cert_file = dir_->Join("server.pem");
+  options.tls_key_file = dir_->Join("server.key");
+  absl::StatusOr<std::unique_ptr<Server>> server = Server::Start(options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  grpc::SslCredentialsOptions pinned;
+  pinned.pem_root_certs = Read("ca.pem");
+  EXPECT_EQ(HealthOver((*server)->grpc_addr(), grpc::SslCredentials(pinned), 20).value_or("error"),
+            "SERVING");
+  EXPECT_FALSE(HealthOver((*server)->grpc_addr(), grpc::InsecureChannelCredentials()).ok());
+  grpc::SslCredentialsOptions other_ca;
+  other_ca.pem_root_certs = Read("client.pem");  // not the CA that signed the server
+  EXPECT_FALSE(HealthOver((*server)->grpc_addr(), grpc::SslCredentials(other_ca)).ok());
+  (*server)->Shutdown(absl::ZeroDuration(), absl::Seconds(1));
+
+  options.tls_client_ca_file = dir_->Join("ca.pem");
+  absl::StatusOr<std::unique_ptr<Server>> mutual = Server::Start(options);
+  ASSERT_TRUE(mutual.ok()) << mutual.status();
+  EXPECT_FALSE(HealthOver((*mutual)->grpc_addr(), grpc::SslCredentials(pinned)).ok());
+  grpc::SslCredentialsOptions with_cert = pinned;
+  with_cert.pem_cert_chain = Read("client.pem");
+  with_cert.pem_private_key = Read("client.key");
+  EXPECT_EQ(
+      HealthOver((*mutual)->grpc_addr(), grpc::SslCredentials(with_cert), 20).value_or("error"),
+      "SERVING");
+  (*mutual)->Shutdown(absl::ZeroDuration(), absl::Seconds(1));
+
+  ServerOptions half;
+  half.tls_cert_file = dir_->Join("server.pem");
+  EXPECT_EQ(Server::Start(half).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace
