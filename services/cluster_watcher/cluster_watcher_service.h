@@ -1,17 +1,59 @@
 #pragma once
 
+#include <cstdint>
 #include <memory>
+#include <string>
 
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "elfdeploy/v1/agent_link.grpc.pb.h"
 #include "elfdeploy/v1/cluster_watcher.grpc.pb.h"
+#include "prometheus/registry.h"
+#include "services/cluster_watcher/agent_link_service.h"
+#include "services/cluster_watcher/state.h"
+#include "services/common/config.h"
 #include "services/common/service_main.h"
 
 namespace elfdeploy {
 
-// elfdeploy.v1.ClusterWatcherService. Every RPC answers UNIMPLEMENTED until its logic lands: live
-// cluster state and the agent link land with the agent and cluster-watcher issue (#7).
+// The cluster-watcher's own settings (config keys `watcher.*`).
+struct ClusterWatcherOptions {
+  // Where the change log lives (`watcher.data_dir`).
+  std::string data_dir = "/var/lib/elfdeploy/cluster-watcher";
+  // Watch resume window, in changes (`watcher.retention`); at least 1.
+  int64_t retention = 200000;
+  // Keep-alive interval of idle Watch streams (`watcher.watch_heartbeat`); positive.
+  absl::Duration watch_heartbeat = absl::Seconds(5);
+  // Bearer token agents present (`watcher.agent_token`, or one per line in
+  // `watcher.agent_token_file`); without any, no agent is accepted.
+  Secret agent_token;
+  std::string agent_token_file;
+  // Heartbeat interval of agent connections (`watcher.agent_heartbeat`).
+  absl::Duration agent_heartbeat = absl::Seconds(5);
+  // How long requests carried out by an agent may take (`watcher.agent_request_timeout`).
+  absl::Duration agent_request_timeout = absl::Seconds(20);
+  // registry-sync, which Diagnose asks whether an image exists (`watcher.registry_sync_addr`);
+  // empty: image pull findings keep the kubelet's reason.
+  std::string registry_sync_addr;
+  // The credentials EnsureImagePullSecret writes when a request names none: a docker
+  // config.json (`watcher.registry_auth_file`; else $REGISTRY_AUTH_FILE, ~/.docker/config.json).
+  std::string registry_auth_file;
+};
+
+// Binds the `watcher.*` keys of ClusterWatcherOptions.
+void BindClusterWatcherConfig(ConfigBinder& binder, ClusterWatcherOptions* options);
+
+// elfdeploy.v1.ClusterWatcherService: thin adapters over ClusterState (ListClusters,
+// GetApplication, ListPods, Watch), over the connected agents (GetLogs, Refresh,
+// ApplyApplication, EnsureImagePullSecret) and over Diagnose.
 class ClusterWatcherServiceImpl final : public v1::ClusterWatcherService::Service {
  public:
+  // `watch_heartbeat`: a Watch stream idle this long gets a WatchHeartbeat. `hub` (may be null:
+  // agent-carried RPCs answer UNAVAILABLE) must outlive the service.
+  ClusterWatcherServiceImpl(std::shared_ptr<watcher::ClusterState> state,
+                            absl::Duration watch_heartbeat, watcher::AgentHub* hub = nullptr,
+                            ClusterWatcherOptions options = {});
+
   grpc::Status ListClusters(grpc::ServerContext* context, const v1::ListClustersRequest* request,
                             v1::ListClustersResponse* response) override;
   grpc::Status GetApplication(grpc::ServerContext* context,
@@ -19,6 +61,9 @@ class ClusterWatcherServiceImpl final : public v1::ClusterWatcherService::Servic
                               v1::GetApplicationResponse* response) override;
   grpc::Status ListPods(grpc::ServerContext* context, const v1::ListPodsRequest* request,
                         v1::ListPodsResponse* response) override;
+  // WatchStarted, then the subscription's items; a heartbeat when idle for `watch_heartbeat`;
+  // ends when the client cancels (CANCELLED), on OUT_OF_RANGE, or with UNAVAILABLE when the
+  // watcher shuts down.
   grpc::Status Watch(grpc::ServerContext* context, const v1::WatchRequest* request,
                      grpc::ServerWriter<v1::WatchResponse>* writer) override;
   grpc::Status Diagnose(grpc::ServerContext* context, const v1::DiagnoseRequest* request,
@@ -33,18 +78,54 @@ class ClusterWatcherServiceImpl final : public v1::ClusterWatcherService::Servic
   grpc::Status EnsureImagePullSecret(grpc::ServerContext* context,
                                      const v1::EnsureImagePullSecretRequest* request,
                                      v1::EnsureImagePullSecretResponse* response) override;
+
+ private:
+  // Runs a request on the cluster's agent; the reply, or its error as a status.
+  absl::StatusOr<v1::AgentReply> CallAgent(const std::string& cluster, v1::AgentRequest request);
+  absl::StatusOr<std::vector<std::string>> ReadLogs(const std::string& cluster,
+                                                    const std::string& ns, const std::string& pod,
+                                                    const std::string& container, int tail_lines,
+                                                    bool previous);
+
+  std::shared_ptr<watcher::ClusterState> state_;
+  const absl::Duration watch_heartbeat_;
+  watcher::AgentHub* const hub_;
+  const ClusterWatcherOptions options_;
+  std::shared_ptr<grpc::Channel> registry_sync_;
 };
 
-// elfdeploy.v1.AgentLinkService. Every RPC answers UNIMPLEMENTED until its logic lands: live
-// cluster state and the agent link land with the agent and cluster-watcher issue (#7).
-class AgentLinkServiceImpl final : public v1::AgentLinkService::Service {
+namespace internal {
+// Declared as the first base so that the state outlives every service (bases die in reverse).
+struct ClusterStateHolder {
+  std::shared_ptr<watcher::ClusterState> state_;
+};
+}  // namespace internal
+
+// The cluster-watcher binary's component: owns the ClusterState and the services over it; the
+// state outlives the services. Stop() shuts the state down (Watch streams end with UNAVAILABLE,
+// writes are refused).
+class ClusterWatcherComponent : private internal::ClusterStateHolder, public ServiceSet {
  public:
-  grpc::Status Connect(
-      grpc::ServerContext* context,
-      grpc::ServerReaderWriter<v1::ConnectResponse, v1::ConnectRequest>* stream) override;
+  explicit ClusterWatcherComponent(std::shared_ptr<watcher::ClusterState> state)
+      : internal::ClusterStateHolder{std::move(state)} {}
+  // The state the services share (e.g. for the agent link).
+  const std::shared_ptr<watcher::ClusterState>& state() const { return state_; }
+  // The agent link, set once by MakeClusterWatcherServices.
+  void set_link(watcher::AgentLinkService* link) { link_ = link; }
+  void Stop() override {
+    if (link_ != nullptr) link_->Shutdown();
+    state_->Shutdown();
+  }
+
+ private:
+  watcher::AgentLinkService* link_ = nullptr;
 };
 
-// The cluster-watcher binary's services.
-std::unique_ptr<ServiceSet> MakeClusterWatcherServices();
+// Opens the ClusterState in options.data_dir (INVALID_ARGUMENT for bad options, INTERNAL when the
+// log cannot be read, FAILED_PRECONDITION when the agent token file cannot be read) and returns
+// the component serving ClusterWatcherService and AgentLinkService over it; their metrics go to
+// `metrics` (may be null).
+absl::StatusOr<std::unique_ptr<ClusterWatcherComponent>> MakeClusterWatcherServices(
+    const ClusterWatcherOptions& options, std::shared_ptr<prometheus::Registry> metrics = nullptr);
 
 }  // namespace elfdeploy

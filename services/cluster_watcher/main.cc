@@ -2,12 +2,21 @@
 #include "services/common/service_main.h"
 
 int main(int argc, char** argv) {
+  elfdeploy::ClusterWatcherOptions options;
   elfdeploy::BinarySpec spec;
   spec.name = "cluster-watcher";
   spec.default_grpc_addr = "0.0.0.0:7404";
   spec.default_metrics_addr = "0.0.0.0:9404";
-  return elfdeploy::RunBinary(argc, argv, spec, [](const elfdeploy::ComponentContext&) {
-    return absl::StatusOr<std::unique_ptr<elfdeploy::Component>>(
-        elfdeploy::MakeClusterWatcherServices());
-  });
+  spec.bind_config = [&options](elfdeploy::ConfigBinder& binder) {
+    elfdeploy::BindClusterWatcherConfig(binder, &options);
+  };
+  return elfdeploy::RunBinary(
+      argc, argv, spec,
+      [&options](const elfdeploy::ComponentContext& context)
+          -> absl::StatusOr<std::unique_ptr<elfdeploy::Component>> {
+        absl::StatusOr<std::unique_ptr<elfdeploy::ClusterWatcherComponent>> component =
+            elfdeploy::MakeClusterWatcherServices(options, context.metrics);
+        if (!component.ok()) return component.status();
+        return std::unique_ptr<elfdeploy::Component>(*std::move(component));
+      });
 }

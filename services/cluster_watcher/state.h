@@ -69,7 +69,8 @@ class ClusterState {
   // connected and returns the last agent sequence stored for (cluster, hello.agent_epoch): 0 for a
   // new epoch. A new epoch starts a new "announced" round: objects not re-announced before the
   // corresponding snapshot_complete are deleted then. INVALID_ARGUMENT for an empty cluster or
-  // epoch 0.
+  // epoch 0; FAILED_PRECONDITION for an epoch older than the cluster's current one; UNAVAILABLE
+  // after Shutdown.
   virtual absl::StatusOr<uint64_t> Connected(const v1::AgentHello& hello,
                                              const std::string& peer) = 0;
   // The connection of (cluster, epoch) ended; `reason` shows in ListClusters.
@@ -83,7 +84,7 @@ class ClusterState {
   // counted); a snapshot_complete deletes the objects of its kind and namespace that were not
   // announced in this epoch. Returns the highest agent sequence stored: the value to ack.
   // INVALID_ARGUMENT when `epoch` is not the cluster's current epoch (a replaced connection) or
-  // sequences go backwards within the batch.
+  // sequences go backwards within the batch; UNAVAILABLE after Shutdown.
   virtual absl::StatusOr<uint64_t> Apply(const std::string& cluster, uint64_t epoch,
                                          const std::vector<v1::AgentEvent>& events) = 0;
 
