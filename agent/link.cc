@@ -130,14 +130,24 @@ absl::Status AgentLink::Session(const std::function<bool()>& cancelled) {
     if (!welcomed.WaitForNotificationWithTimeout(hello_timeout)) context.TryCancel();
   });
   v1::ConnectResponse first;
-  bool ok = stream->Write(hello_message) && stream->Read(&first) && first.has_welcome();
+  bool read = stream->Write(hello_message) && stream->Read(&first);
+  bool timed_out = !welcomed.HasBeenNotified() && !read;
   welcomed.Notify();
   watchdog.join();
-  if (!ok) {
-    context.TryCancel();
+  if (!read || !first.has_welcome()) {
+    // A stream the watcher ended carries its status (e.g. UNAUTHENTICATED); cancel only one that
+    // is still open.
+    if (read) context.TryCancel();
     grpc::Status status = stream->Finish();
-    return status.ok() ? absl::UnavailableError("the watcher did not welcome the agent")
-                       : FromGrpcStatus(status);
+    if (status.ok()) return absl::UnavailableError("the watcher did not welcome the agent");
+    absl::Status error = FromGrpcStatus(status);
+    if (absl::IsUnauthenticated(error)) {
+      log::Error("cluster-watcher refused the agent's token",
+                 {{"watcher", options_.watcher_addr}, {"error", error}});
+    }
+    return timed_out && absl::IsCancelled(error)
+               ? absl::DeadlineExceededError("the watcher did not answer the hello in time")
+               : error;
   }
   const v1::AgentWelcome& welcome = first.welcome();
   buffer_.Ack(welcome.acked_sequence());

@@ -16,3 +16,12 @@ add_executable(agent_link_test agent/link_test.cc)
 target_link_libraries(agent_link_test PRIVATE
   agent_link cluster_watcher_link GTest::gmock GTest::gtest_main elfdeploy_warnings)
 gtest_discover_tests(agent_link_test DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 180)
+
+# Agent, cluster-watcher and kubesim as real binaries: TLS, token, requests, kill -9 of the watcher.
+add_executable(agent_watcher_test integration/agent_watcher_test.cc)
+target_link_libraries(agent_watcher_test PRIVATE
+  elfdeploy_test_support elfdeploy_common elfdeploy_proto nlohmann_json::nlohmann_json
+  GTest::gmock GTest::gtest_main elfdeploy_warnings)
+add_dependencies(agent_watcher_test elfdeploy-agent elfdeploy-cluster-watcher elfdeploy-kubesim)
+gtest_discover_tests(agent_watcher_test DISCOVERY_TIMEOUT 60
+  PROPERTIES LABELS integration TIMEOUT 300)

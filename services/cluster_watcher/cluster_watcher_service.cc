@@ -356,11 +356,12 @@ grpc::Status ClusterWatcherServiceImpl::EnsureImagePullSecret(
   command->set_name(request->name().empty() ? "regcred" : request->name());
   command->set_docker_config_json(config.dump());
   command->set_create_namespace(request->create_namespace());
+  const std::string name = command->name();
   absl::StatusOr<v1::AgentReply> reply = CallAgent(*cluster, std::move(agent_request));
   if (!reply.ok()) return ToGrpcStatus(reply.status());
   response->set_result(reply->ensure_image_pull_secret().result());
   response->set_namespace_(request->namespace_());
-  response->set_name(command->name());
+  response->set_name(name);
   return grpc::Status::OK;
 }
 

@@ -28,8 +28,12 @@ std::string LogfmtValue(absl::string_view line, absl::string_view key) {
   return std::string(rest.substr(0, rest.find(' ')));
 }
 
-absl::StatusOr<std::string> CheckHealth(const std::string& grpc_addr, const std::string& service) {
-  auto channel = grpc::CreateChannel(grpc_addr, grpc::InsecureChannelCredentials());
+namespace {
+
+absl::StatusOr<std::string> CheckHealthOver(const std::string& grpc_addr,
+                                            const std::string& service,
+                                            std::shared_ptr<grpc::ChannelCredentials> credentials) {
+  auto channel = grpc::CreateChannel(grpc_addr, credentials);
   auto stub = grpc::health::v1::Health::NewStub(channel);
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
@@ -42,6 +46,21 @@ absl::StatusOr<std::string> CheckHealth(const std::string& grpc_addr, const std:
                         absl::StrCat("Health/Check at ", grpc_addr, ": ", status.error_message()));
   }
   return grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status());
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> CheckHealth(const std::string& grpc_addr, const std::string& service) {
+  return CheckHealthOver(grpc_addr, service, grpc::InsecureChannelCredentials());
+}
+
+absl::StatusOr<std::string> CheckHealthTls(const std::string& grpc_addr,
+                                           const std::string& ca_file) {
+  absl::StatusOr<std::string> ca = ReadFile(ca_file);
+  if (!ca.ok()) return ca.status();
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = *ca;
+  return CheckHealthOver(grpc_addr, "", grpc::SslCredentials(ssl));
 }
 
 absl::StatusOr<std::unique_ptr<ServiceProcess>> ServiceProcess::Start(
@@ -75,7 +94,8 @@ absl::StatusOr<std::unique_ptr<ServiceProcess>> ServiceProcess::Start(
   absl::Time deadline = absl::Now() + options.start_timeout;
   absl::StatusOr<std::string> health;
   while (absl::Now() < deadline) {
-    health = CheckHealth(service->grpc_addr_);
+    health = options.tls_ca_file.empty() ? CheckHealth(service->grpc_addr_)
+                                         : CheckHealthTls(service->grpc_addr_, options.tls_ca_file);
     if (health.ok() && *health == "SERVING") return service;
     absl::SleepFor(absl::Milliseconds(50));
   }

@@ -28,6 +28,8 @@ struct ServiceProcessOptions {
   std::vector<std::pair<std::string, std::string>> env = {};
   // False for binaries that serve no gRPC (the agent).
   bool grpc = true;
+  // The CA of a TLS gRPC port (server.tls_cert_file); empty for plain text.
+  std::string tls_ca_file = {};
   absl::Duration start_timeout = absl::Seconds(30);
 };
 
@@ -57,6 +59,9 @@ std::string LogfmtValue(absl::string_view line, absl::string_view key);
 // Health of `service` ("" = the server) at `grpc_addr`: "SERVING", "NOT_SERVING", ... or an error.
 absl::StatusOr<std::string> CheckHealth(const std::string& grpc_addr,
                                         const std::string& service = "");
+// The same over TLS, verified against the PEM CA in `ca_file`.
+absl::StatusOr<std::string> CheckHealthTls(const std::string& grpc_addr,
+                                           const std::string& ca_file);
 
 // Parses the Prometheus text exposition: the value of the sample `name` whose labels include
 // all of `labels`; NOT_FOUND when no sample matches.
