@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# elfdeploy on one machine: builds the binaries, starts the local peers (an OCI registry and a
-# GitOps git server) and every elfdeploy service, shows each one healthy, and stops them all
-# cleanly on exit or Ctrl-C.
+# elfdeploy on one machine: builds the binaries, starts the local peers (an OCI registry, a
+# GitOps git server, and elfdeploy-kubesim as the Kubernetes + Argo CD cluster) and every
+# elfdeploy service with the agent linked to cluster-watcher, shows each one healthy, and stops
+# them all cleanly on exit or Ctrl-C.
 #
 #   deploy/local/demo.sh           run until Ctrl-C
 #   deploy/local/demo.sh --once    stop right after the health check (used by the tests)
 #
 # Environment: ELFDEPLOY_BUILD_DIR (default build/), ELFDEPLOY_DEMO_SKIP_BUILD=1,
-# ELFDEPLOY_DEMO_ANY_PORTS=1 (free ports instead of the defaults 5000, 9418, 7400-7404, 9400-9405).
+# ELFDEPLOY_DEMO_ANY_PORTS=1 (free ports instead of the defaults 5000, 9418, 6443, 7400-7404,
+# 9400-9405).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -97,7 +99,8 @@ if [[ ${ELFDEPLOY_DEMO_SKIP_BUILD:-0} != 1 ]]; then
   say "building"
   cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
   cmake --build "$build" -j 2 --target elfdeploy-orchestrator elfdeploy-builder \
-    elfdeploy-registry-sync elfdeploy-manifest-publisher elfdeploy-cluster-watcher elfdeploy-agent
+    elfdeploy-registry-sync elfdeploy-manifest-publisher elfdeploy-cluster-watcher elfdeploy-agent \
+    elfdeploy-kubesim
 fi
 buf=$root/.tools/node_modules/.bin/buf
 export BUF_CACHE_DIR=$state/buf-cache
@@ -105,10 +108,12 @@ export BUF_CACHE_DIR=$state/buf-cache
 if [[ ${ELFDEPLOY_DEMO_ANY_PORTS:-0} == 1 ]]; then
   registry_port=$(pick_port)
   git_port=$(pick_port)
+  kube_port=$(pick_port)
 else
   registry_port=5000
   git_port=9418
-  for p in $registry_port $git_port 7400 7401 7402 7403 7404 9400 9401 9402 9403 9404 9405; do
+  kube_port=6443
+  for p in $registry_port $git_port $kube_port 7400 7401 7402 7403 7404 9400 9401 9402 9403 9404 9405; do
     port_free "$p" || die "port $p is in use (another stack running?); try ELFDEPLOY_DEMO_ANY_PORTS=1"
   done
 fi
@@ -132,6 +137,28 @@ wait_for_port "$git_port" || die "git daemon did not start: $(cat "$state/logs/g
 
 export DOCKER_REGISTRY=127.0.0.1:$registry_port
 export GITOPS_REPO=git://127.0.0.1:$git_port/gitops.git
+
+# The cluster: kubesim plays the Kubernetes API, Argo CD (following the GitOps repo) and a node
+# (asking the registry for every image). The agent reaches it through a kubeconfig.
+start kubesim "$state/logs/kubesim.log" "$bin/elfdeploy-kubesim" --listen_addr="127.0.0.1:$kube_port" \
+  --gitops_repo="$GITOPS_REPO" --gitops_prefix=elf-automations --cache_dir="$state/kubesim"
+wait_for_port "$kube_port" || die "kubesim did not start: $(cat "$state/logs/kubesim.log")"
+cat >"$state/kubeconfig" <<YAML
+apiVersion: v1
+kind: Config
+current-context: local
+clusters: [{name: local, cluster: {server: "http://127.0.0.1:$kube_port"}}]
+users: [{name: local, user: {}}]
+contexts: [{name: local, context: {cluster: local, user: local}}]
+YAML
+# The agent's token for cluster-watcher, made for this run.
+agent_token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+export ELFDEPLOY_WATCHER_DATA_DIR=$state/cluster-watcher
+export ELFDEPLOY_WATCHER_AGENT_TOKEN=$agent_token
+export ELFDEPLOY_AGENT_TOKEN=$agent_token
+export ELFDEPLOY_AGENT_KUBECONFIG=$state/kubeconfig
+# Plain-text gRPC on loopback for this one-machine stack only; see README for TLS.
+export ELFDEPLOY_AGENT_INSECURE=true
 export ELFDEPLOY_ORCHESTRATOR_DATA_DIR=$state/orchestrator
 export ELFDEPLOY_BUILDER_STORE_DIR=$state/builder
 export ELFDEPLOY_PUBLISHER_CACHE_DIR=$state/publisher
@@ -139,19 +166,26 @@ export ELFDEPLOY_PUBLISHER_CACHE_DIR=$state/publisher
 say "starting elfdeploy"
 services=(orchestrator builder registry-sync manifest-publisher cluster-watcher)
 declare -A grpc_addr metrics_addr
-for s in "${services[@]}" agent; do
-  args=(--config "$config/$s.yaml")
+start_service() {
+  local s=$1
+  local args=(--config "$config/$s.yaml")
   if [[ ${ELFDEPLOY_DEMO_ANY_PORTS:-0} == 1 ]]; then
     [[ $s == agent ]] || args+=(--grpc_addr=127.0.0.1:0)
     args+=(--metrics_addr=127.0.0.1:0)
   fi
   start "elfdeploy-$s" "$state/logs/$s.log" "$bin/elfdeploy-$s" "${args[@]}"
-done
-for s in "${services[@]}" agent; do
+}
+for s in "${services[@]}"; do start_service "$s"; done
+for s in "${services[@]}"; do
   metrics_addr[$s]=$(serving_addr "$state/logs/$s.log" metrics_addr) ||
     die "elfdeploy-$s did not start: $(cat "$state/logs/$s.log")"
-  [[ $s == agent ]] || grpc_addr[$s]=$(serving_addr "$state/logs/$s.log" grpc_addr)
+  grpc_addr[$s]=$(serving_addr "$state/logs/$s.log" grpc_addr)
 done
+# The agent dials the watcher wherever it listens.
+export ELFDEPLOY_AGENT_WATCHER_ADDR=${grpc_addr[cluster-watcher]}
+start_service agent
+metrics_addr[agent]=$(serving_addr "$state/logs/agent.log" metrics_addr) ||
+  die "elfdeploy-agent did not start: $(cat "$state/logs/agent.log")"
 
 say "health"
 healthy=0
@@ -172,12 +206,21 @@ for s in "${services[@]}"; do
   printf '    %-28s grpc %-16s %-12s metrics http://%s/metrics\n' "elfdeploy-$s" \
     "${grpc_addr[$s]}" "$status" "${metrics_addr[$s]}"
 done
-agent_up=$(curl -s "http://${metrics_addr[agent]}/metrics" | grep -c '^process_start_time_seconds' || true)
+printf '    %-28s %s\n' "cluster (elfdeploy-kubesim)" \
+  "http://127.0.0.1:$kube_port -> $(curl -s "http://127.0.0.1:$kube_port/healthz")"
+agent_up=0
+for _ in $(seq 100); do
+  out=$("$buf" curl --protocol grpc --http2-prior-knowledge -d '{}' \
+    "http://${grpc_addr[cluster-watcher]}/elfdeploy.v1.ClusterWatcherService/ListClusters" 2>&1 || true)
+  grep -q '"CONNECTION_STATE_CONNECTED"' <<<"$out" && { agent_up=1; break; }
+  sleep 0.1
+done
 printf '    %-28s metrics http://%s/metrics %s\n' "elfdeploy-agent" "${metrics_addr[agent]}" \
-  "$([[ $agent_up == 1 ]] && echo up || echo DOWN)"
+  "$([[ $agent_up == 1 ]] && echo "linked to cluster-watcher" || echo "NOT LINKED")"
 [[ $healthy == "${#services[@]}" && $agent_up == 1 ]] || die "not every service is healthy; logs: $state/logs"
-say "all ${#services[@]} services SERVING, agent up. Try:"
+say "all ${#services[@]} services SERVING, agent linked. Try:"
 echo "    $buf curl --protocol grpc --http2-prior-knowledge --list-services http://${grpc_addr[orchestrator]}"
+echo "    $buf curl --protocol grpc --http2-prior-knowledge -d '{}' http://${grpc_addr[cluster-watcher]}/elfdeploy.v1.ClusterWatcherService/ListClusters"
 echo "    logs: $state/logs (removed when the demo stops)"
 
 if ((once)); then

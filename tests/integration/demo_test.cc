@@ -55,7 +55,7 @@ TEST(DemoTest, CtrlCStopsEveryProcessCleanly) {
   bool up = ReadUntil(terminal, "press Ctrl-C to stop", absl::Seconds(120), &out);
   if (!up) kill(pid, SIGKILL);
   ASSERT_TRUE(up) << out;
-  EXPECT_THAT(out, HasSubstr("all 5 services SERVING, agent up"));
+  EXPECT_THAT(out, HasSubstr("all 5 services SERVING, agent linked"));
 
   // The addresses the services logged, to check afterwards that nothing listens any more.
   std::vector<std::string> addresses;
@@ -83,6 +83,7 @@ TEST(DemoTest, CtrlCStopsEveryProcessCleanly) {
   }
   EXPECT_THAT(out, ::testing::ContainsRegex("registry +stopped"));
   EXPECT_THAT(out, ::testing::ContainsRegex("git-daemon +stopped"));
+  EXPECT_THAT(out, ::testing::ContainsRegex("kubesim +stopped \\(exit 0\\)"));
   for (const std::string& address : addresses) {
     EXPECT_FALSE(CheckHealth(address).ok()) << address << " still answers";
   }
