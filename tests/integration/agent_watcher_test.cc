@@ -374,5 +374,61 @@ TEST_F(AgentWatcherTest, WatchSeesEveryChangeOnceWhileTheWatcherIsKilled) {
   EXPECT_GT(compared, 1000u);
 }
 
+TEST_F(AgentWatcherTest, AgentKilledAndRestartedConvergesByRelisting) {
+  ASSERT_NO_FATAL_FAILURE(StartKubesim(/*churn_pods=*/20, /*churn_rate=*/100));
+  ASSERT_NO_FATAL_FAILURE(StartWatcher());
+  ASSERT_NO_FATAL_FAILURE(StartAgent("sim", kToken));
+  ASSERT_TRUE(WaitConnected("sim"));
+  ASSERT_TRUE(agents_[0]->process().Signal(SIGKILL).ok());
+  ASSERT_TRUE(agents_[0]->process().WaitForExit(absl::Seconds(10)).ok());
+  agents_.clear();
+  // While no agent watches: pods go away and others appear.
+  HttpClient client;
+  for (int i = 0; i < 5; ++i) {
+    HttpRequest request;
+    request.method = "DELETE";
+    request.url = absl::StrCat(
+        kubesim_url_, "/api/v1/namespaces/churn/pods/",
+        KubeGet("/api/v1/namespaces/churn/pods")["items"][0]["metadata"].value("name", ""));
+    ASSERT_TRUE(client.Do(request).ok());
+  }
+  for (int i = 0; i < 3; ++i) {
+    HttpRequest request;
+    request.method = "POST";
+    request.url = absl::StrCat(kubesim_url_, "/api/v1/namespaces/churn/pods");
+    request.headers.emplace_back("Content-Type", "application/json");
+    request.body = json({{"metadata", {{"name", absl::StrCat("late-", i)}}},
+                         {"spec",
+                          {{"nodeName", "elsewhere"},
+                           {"containers", {{{"name", "c"}, {"image", "busybox"}}}}}}})
+                       .dump();
+    absl::StatusOr<HttpResponse> created = client.Do(request);
+    ASSERT_TRUE(created.ok() && created->status == 201) << (created.ok() ? created->body : "");
+  }
+  ASSERT_NO_FATAL_FAILURE(StartAgent("sim", kToken));
+  // A new epoch: the agent relists, and the watcher's pods become kubesim's pods exactly.
+  absl::Time deadline = absl::Now() + absl::Seconds(60);
+  std::set<std::string> want;
+  std::set<std::string> have;
+  while (absl::Now() < deadline) {
+    want.clear();
+    json pods = KubeGet("/api/v1/namespaces/churn/pods");
+    for (const json& pod : pods["items"]) want.insert(pod["metadata"].value("name", ""));
+    grpc::ClientContext context;
+    v1::ListPodsRequest request;
+    request.set_namespace_("churn");
+    v1::ListPodsResponse response;
+    have.clear();
+    if (Stub()->ListPods(&context, request, &response).ok()) {
+      for (const v1::Pod& pod : response.pods()) have.insert(pod.meta().name());
+    }
+    if (have == want) break;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  EXPECT_EQ(have, want);
+  EXPECT_EQ(want.size(), 18u);
+  EXPECT_TRUE(want.contains("late-0"));
+}
+
 }  // namespace
 }  // namespace elfdeploy::testing
