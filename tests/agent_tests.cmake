@@ -25,3 +25,14 @@ target_link_libraries(agent_watcher_test PRIVATE
 add_dependencies(agent_watcher_test elfdeploy-agent elfdeploy-cluster-watcher elfdeploy-kubesim)
 gtest_discover_tests(agent_watcher_test DISCOVERY_TIMEOUT 60
   PROPERTIES LABELS integration TIMEOUT 300)
+
+# Diagnose end to end: kubesim, two registries, git, registry-sync, cluster-watcher, agent.
+add_executable(diagnose_e2e_test integration/diagnose_e2e_test.cc)
+target_link_libraries(diagnose_e2e_test PRIVATE
+  elfdeploy_test_support elfdeploy_test_images elfdeploy_test_harness elfdeploy_oci
+  elfdeploy_common elfdeploy_proto nlohmann_json::nlohmann_json GTest::gmock GTest::gtest_main
+  elfdeploy_warnings)
+add_dependencies(diagnose_e2e_test elfdeploy-agent elfdeploy-cluster-watcher elfdeploy-kubesim
+  elfdeploy-registry-sync)
+gtest_discover_tests(diagnose_e2e_test DISCOVERY_TIMEOUT 60
+  PROPERTIES LABELS integration TIMEOUT 300)
