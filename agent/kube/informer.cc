@@ -59,7 +59,9 @@ void Informer::Apply(Change change, const json& object) {
 }
 
 absl::StatusOr<std::string> Informer::Relist(const std::function<bool()>& cancelled) {
-  std::map<std::string, json> listed;
+  // Page by page: each item is compared with what was reported as it arrives, so memory holds one
+  // page, not the whole collection; deletions are known once the last page is in.
+  std::set<std::string> listed;
   std::string continue_token;
   std::string resource_version;
   do {
@@ -80,15 +82,20 @@ absl::StatusOr<std::string> Informer::Relist(const std::function<bool()>& cancel
     resource_version = metadata.value("resourceVersion", "");
     continue_token = metadata.value("continue", "");
     if (page->contains("items") && (*page)["items"].is_array()) {
-      for (json& item : (*page)["items"]) {
+      for (const json& item : (*page)["items"]) {
         std::string key = Key(item);
-        listed[key] = std::move(item);
+        listed.insert(key);
+        auto known = known_.find(key);
+        if (known == known_.end()) {
+          Apply(Change::kAdded, item);
+        } else if (known->second.resource_version != ResourceVersion(item)) {
+          Apply(Change::kModified, item);
+        }
       }
     }
     if (cancelled()) return absl::CancelledError("cancelled");
   } while (!continue_token.empty());
 
-  // Only the differences from what was already reported.
   std::vector<std::string> gone;
   for (const auto& [key, known] : known_) {
     if (!listed.contains(key)) gone.push_back(key);
@@ -96,14 +103,6 @@ absl::StatusOr<std::string> Informer::Relist(const std::function<bool()>& cancel
   for (const std::string& key : gone) {
     json last = known_[key].last;
     Apply(Change::kDeleted, last);
-  }
-  for (auto& [key, object] : listed) {
-    auto known = known_.find(key);
-    if (known == known_.end()) {
-      Apply(Change::kAdded, object);
-    } else if (known->second.resource_version != ResourceVersion(object)) {
-      Apply(Change::kModified, object);
-    }
   }
   if (handler_.on_synced) handler_.on_synced(resource_version);
   return resource_version;

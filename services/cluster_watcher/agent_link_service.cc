@@ -28,6 +28,34 @@ bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
   return diff == 0;
 }
 
+// Event batches received and not stored yet; one consumer takes them all at once.
+class PendingBatches {
+ public:
+  void Add(std::vector<v1::AgentEvent> events) {
+    absl::MutexLock lock(&mu_);
+    for (v1::AgentEvent& event : events) events_.push_back(std::move(event));
+  }
+  // Waits for events and moves every queued one to `out`; false once closed and drained.
+  bool Take(std::vector<v1::AgentEvent>* out) {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(
+        +[](PendingBatches* p) { return p->closed_ || !p->events_.empty(); }, this));
+    if (events_.empty()) return false;
+    out->clear();
+    out->swap(events_);
+    return true;
+  }
+  void Close() {
+    absl::MutexLock lock(&mu_);
+    closed_ = true;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<v1::AgentEvent> events_ ABSL_GUARDED_BY(mu_);
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+};
+
 }  // namespace
 
 // One agent connection: its outgoing lanes (the latest ack first, then requests, then
@@ -271,6 +299,20 @@ grpc::Status AgentLinkService::Connect(
     connection->End(result, true);
   }
   std::thread writer([&] { connection->WriterLoop(stream, options_.heartbeat_interval); });
+  // Group commit: while one batch is being stored (an fsync), the batches that arrive meanwhile
+  // queue up and are stored together with the next one, then acked at once.
+  PendingBatches pending;
+  std::thread applier([&] {
+    std::vector<v1::AgentEvent> events;
+    while (pending.Take(&events)) {
+      absl::StatusOr<uint64_t> stored = state_.Apply(cluster, epoch, events);
+      if (!stored.ok()) {
+        connection->End(ToGrpcStatus(stored.status()), true);
+        return;
+      }
+      connection->SetAck(*stored);
+    }
+  });
 
   v1::ConnectRequest message;
   while (!connection->ended() && stream->Read(&message)) {
@@ -288,13 +330,8 @@ grpc::Status AgentLinkService::Connect(
           metrics_.lag(std::max(0.0, absl::ToDoubleSeconds(now - observed)));
         }
       }
-      absl::StatusOr<uint64_t> stored = state_.Apply(cluster, epoch, events);
-      if (!stored.ok()) {
-        connection->End(ToGrpcStatus(stored.status()), true);
-        break;
-      }
       if (metrics_.received) metrics_.received(events.size());
-      connection->SetAck(*stored);
+      pending.Add(std::move(events));
     } else if (message.has_reply()) {
       connection->Resolve(message.reply());
     } else if (message.has_hello()) {
@@ -304,6 +341,8 @@ grpc::Status AgentLinkService::Connect(
       break;
     }
   }
+  pending.Close();
+  applier.join();
   connection->End(grpc::Status(grpc::StatusCode::CANCELLED, "the agent closed the stream"), false);
   writer.join();
   {
