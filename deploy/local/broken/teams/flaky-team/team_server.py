@@ -1,0 +1,1 @@
+raise SystemExit("flaky-team: missing OPENAI_API_KEY")
