@@ -52,7 +52,11 @@ openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout watc
   -out watcher.csr -subj /CN=cluster-watcher 2>/dev/null
 printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' > watcher.ext
 openssl x509 -req -in watcher.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out watcher.pem \
-  -days 2 -extfile watcher.ext 2>/dev/null)");
+  -days 2 -extfile watcher.ext 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout agent.key \
+  -out agent.csr -subj /CN=agent 2>/dev/null
+openssl x509 -req -in agent.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out agent.pem \
+  -days 2 2>/dev/null)");
     absl::StatusOr<CommandResult> made = RunCommand({.argv = {"/bin/sh", "-c", script}});
     ASSERT_TRUE(made.ok() && made->exit_code == 0) << (made.ok() ? made->output : "");
     absl::StatusOr<int> port = PickFreePort();
@@ -88,7 +92,7 @@ openssl x509 -req -in watcher.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out 
                     .ok());
   }
 
-  void StartWatcher() {
+  void StartWatcher(bool mutual_tls = false) {
     ServiceProcessOptions options;
     options.binary = "elfdeploy-cluster-watcher";
     options.args = {absl::StrCat("--grpc_addr=127.0.0.1:", watcher_port_)};
@@ -100,12 +104,18 @@ openssl x509 -req -in watcher.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out 
                    {"ELFDEPLOY_SERVER_TLS_CERT_FILE", dir_->Join("watcher.pem")},
                    {"ELFDEPLOY_SERVER_TLS_KEY_FILE", dir_->Join("watcher.key")},
                    {"ELFDEPLOY_SERVER_SHUTDOWN_GRACE", "1s"}};
+    if (mutual_tls) {
+      options.env.emplace_back("ELFDEPLOY_SERVER_TLS_CLIENT_CA_FILE", dir_->Join("ca.pem"));
+      options.tls_client_cert_file = dir_->Join("agent.pem");
+      options.tls_client_key_file = dir_->Join("agent.key");
+    }
     absl::StatusOr<std::unique_ptr<ServiceProcess>> watcher = ServiceProcess::Start(options);
     ASSERT_TRUE(watcher.ok()) << watcher.status();
     watcher_ = *std::move(watcher);
   }
 
-  void StartAgent(const std::string& cluster, const std::string& token) {
+  void StartAgent(const std::string& cluster, const std::string& token,
+                  bool client_certificate = false) {
     ServiceProcessOptions options;
     options.binary = "elfdeploy-agent";
     options.grpc = false;
@@ -116,6 +126,10 @@ openssl x509 -req -in watcher.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out 
                    {"ELFDEPLOY_AGENT_CLUSTER_NAME", cluster},
                    {"ELFDEPLOY_AGENT_HEARTBEAT_INTERVAL", "500ms"},
                    {"ELFDEPLOY_SERVER_SHUTDOWN_GRACE", "1s"}};
+    if (client_certificate) {
+      options.env.emplace_back("ELFDEPLOY_AGENT_CLIENT_CERT_FILE", dir_->Join("agent.pem"));
+      options.env.emplace_back("ELFDEPLOY_AGENT_CLIENT_KEY_FILE", dir_->Join("agent.key"));
+    }
     absl::StatusOr<std::unique_ptr<ServiceProcess>> agent = ServiceProcess::Start(options);
     ASSERT_TRUE(agent.ok()) << agent.status();
     agents_.push_back(*std::move(agent));
@@ -241,6 +255,36 @@ TEST_F(AgentWatcherTest, TlsTokenRequestsAndAWrongToken) {
   v1::ListClustersResponse clusters;
   ASSERT_TRUE(stub->ListClusters(&context, {}, &clusters).ok());
   for (const v1::Cluster& c : clusters.clusters()) EXPECT_NE(c.name(), "intruder");
+}
+
+TEST_F(AgentWatcherTest, MutualTlsAcceptsOnlyAgentsWithACertificate) {
+  ASSERT_NO_FATAL_FAILURE(StartKubesim(/*churn_pods=*/3, /*churn_rate=*/0));
+  ASSERT_NO_FATAL_FAILURE(StartWatcher(/*mutual_tls=*/true));
+  ASSERT_NO_FATAL_FAILURE(StartAgent("no-cert", kToken));
+  ASSERT_NO_FATAL_FAILURE(StartAgent("with-cert", kToken, /*client_certificate=*/true));
+  // The test's own client needs a certificate too.
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = ReadFile(dir_->Join("ca.pem")).value_or("");
+  ssl.pem_cert_chain = ReadFile(dir_->Join("agent.pem")).value_or("");
+  ssl.pem_private_key = ReadFile(dir_->Join("agent.key")).value_or("");
+  auto stub = v1::ClusterWatcherService::NewStub(
+      grpc::CreateChannel(absl::StrCat("localhost:", watcher_port_), grpc::SslCredentials(ssl)));
+  absl::Time deadline = absl::Now() + absl::Seconds(60);
+  std::set<std::string> connected;
+  while (absl::Now() < deadline && !connected.contains("with-cert")) {
+    grpc::ClientContext context;
+    v1::ListClustersResponse response;
+    connected.clear();
+    if (stub->ListClusters(&context, {}, &response).ok()) {
+      for (const v1::Cluster& c : response.clusters()) {
+        if (c.state() == v1::CONNECTION_STATE_CONNECTED) connected.insert(c.name());
+      }
+    }
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  EXPECT_TRUE(connected.contains("with-cert"));
+  EXPECT_FALSE(connected.contains("no-cert"));
+  EXPECT_THAT(agents_[0]->Log(), HasSubstr("link to cluster-watcher ended"));
 }
 
 // What a Watch subscriber saw of each pod: resourceVersions in arrival order.

@@ -54,12 +54,21 @@ absl::StatusOr<std::string> CheckHealth(const std::string& grpc_addr, const std:
   return CheckHealthOver(grpc_addr, service, grpc::InsecureChannelCredentials());
 }
 
-absl::StatusOr<std::string> CheckHealthTls(const std::string& grpc_addr,
-                                           const std::string& ca_file) {
+absl::StatusOr<std::string> CheckHealthTls(const std::string& grpc_addr, const std::string& ca_file,
+                                           const std::string& client_cert_file,
+                                           const std::string& client_key_file) {
   absl::StatusOr<std::string> ca = ReadFile(ca_file);
   if (!ca.ok()) return ca.status();
   grpc::SslCredentialsOptions ssl;
   ssl.pem_root_certs = *ca;
+  if (!client_cert_file.empty()) {
+    absl::StatusOr<std::string> cert = ReadFile(client_cert_file);
+    absl::StatusOr<std::string> key = ReadFile(client_key_file);
+    if (!cert.ok()) return cert.status();
+    if (!key.ok()) return key.status();
+    ssl.pem_cert_chain = *cert;
+    ssl.pem_private_key = *key;
+  }
   return CheckHealthOver(grpc_addr, "", grpc::SslCredentials(ssl));
 }
 
@@ -94,8 +103,10 @@ absl::StatusOr<std::unique_ptr<ServiceProcess>> ServiceProcess::Start(
   absl::Time deadline = absl::Now() + options.start_timeout;
   absl::StatusOr<std::string> health;
   while (absl::Now() < deadline) {
-    health = options.tls_ca_file.empty() ? CheckHealth(service->grpc_addr_)
-                                         : CheckHealthTls(service->grpc_addr_, options.tls_ca_file);
+    health = options.tls_ca_file.empty()
+                 ? CheckHealth(service->grpc_addr_)
+                 : CheckHealthTls(service->grpc_addr_, options.tls_ca_file,
+                                  options.tls_client_cert_file, options.tls_client_key_file);
     if (health.ok() && *health == "SERVING") return service;
     absl::SleepFor(absl::Milliseconds(50));
   }

@@ -28,8 +28,11 @@ struct ServiceProcessOptions {
   std::vector<std::pair<std::string, std::string>> env = {};
   // False for binaries that serve no gRPC (the agent).
   bool grpc = true;
-  // The CA of a TLS gRPC port (server.tls_cert_file); empty for plain text.
+  // The CA of a TLS gRPC port (server.tls_cert_file); empty for plain text. With a client CA on
+  // the server, the health check presents this client certificate and key.
   std::string tls_ca_file = {};
+  std::string tls_client_cert_file = {};
+  std::string tls_client_key_file = {};
   absl::Duration start_timeout = absl::Seconds(30);
 };
 
@@ -60,8 +63,9 @@ std::string LogfmtValue(absl::string_view line, absl::string_view key);
 absl::StatusOr<std::string> CheckHealth(const std::string& grpc_addr,
                                         const std::string& service = "");
 // The same over TLS, verified against the PEM CA in `ca_file`.
-absl::StatusOr<std::string> CheckHealthTls(const std::string& grpc_addr,
-                                           const std::string& ca_file);
+absl::StatusOr<std::string> CheckHealthTls(const std::string& grpc_addr, const std::string& ca_file,
+                                           const std::string& client_cert_file = "",
+                                           const std::string& client_key_file = "");
 
 // Parses the Prometheus text exposition: the value of the sample `name` whose labels include
 // all of `labels`; NOT_FOUND when no sample matches.
