@@ -1,0 +1,6 @@
+# orchestrator: the durable rollout store (tier 1). The test also opens the database directly.
+find_package(SQLite3 REQUIRED)
+add_executable(orchestrator_store_test ${CMAKE_CURRENT_LIST_DIR}/orchestrator/rollout_store_test.cc)
+target_link_libraries(orchestrator_store_test PRIVATE
+  orchestrator_store SQLite::SQLite3 GTest::gmock GTest::gtest_main elfdeploy_warnings)
+gtest_discover_tests(orchestrator_store_test DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 120)
