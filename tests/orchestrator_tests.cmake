@@ -4,3 +4,11 @@ add_executable(orchestrator_store_test ${CMAKE_CURRENT_LIST_DIR}/orchestrator/ro
 target_link_libraries(orchestrator_store_test PRIVATE
   orchestrator_store SQLite::SQLite3 GTest::gmock GTest::gtest_main elfdeploy_warnings)
 gtest_discover_tests(orchestrator_store_test DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 120)
+
+# The runner over fakes of the services and a real store.
+add_executable(orchestrator_runner_test ${CMAKE_CURRENT_LIST_DIR}/orchestrator/runner_test.cc)
+target_link_libraries(orchestrator_runner_test PRIVATE
+  orchestrator_runner elfdeploy_test_harness GTest::gmock GTest::gtest_main elfdeploy_warnings)
+target_compile_definitions(orchestrator_runner_test PRIVATE
+  ELFDEPLOY_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
+gtest_discover_tests(orchestrator_runner_test DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 120)
