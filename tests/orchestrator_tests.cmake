@@ -12,3 +12,10 @@ target_link_libraries(orchestrator_runner_test PRIVATE
 target_compile_definitions(orchestrator_runner_test PRIVATE
   ELFDEPLOY_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
 gtest_discover_tests(orchestrator_runner_test DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 120)
+
+add_executable(orchestrator_core_test ${CMAKE_CURRENT_LIST_DIR}/orchestrator/orchestrator_test.cc)
+target_link_libraries(orchestrator_core_test PRIVATE
+  orchestrator_core elfdeploy_test_harness GTest::gmock GTest::gtest_main elfdeploy_warnings)
+target_compile_definitions(orchestrator_core_test PRIVATE
+  ELFDEPLOY_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
+gtest_discover_tests(orchestrator_core_test DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 120)

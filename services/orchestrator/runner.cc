@@ -243,12 +243,13 @@ Runner::Runner(RolloutStore& store, Builder& builder, Registry& registry, Publis
       cluster_(cluster),
       options_(std::move(options)) {}
 
-absl::Status Runner::Run(const std::string& id, const CancelledFn& cancelled) {
+absl::Status Runner::Run(const std::string& id, const CancelledFn& cancelled,
+                         const v1::DeployRequest* live_request, const CancelledFn& interrupted) {
   absl::StatusOr<v1::Rollout> stored = store_.Get(id);
   if (!stored.ok()) return stored.status();
   if (IsTerminal(stored->state())) return absl::OkStatus();
   Recorder record(store_, *stored, options_.now);
-  const v1::DeployRequest& request = stored->request();
+  const v1::DeployRequest& request = live_request != nullptr ? *live_request : stored->request();
   if (stored->state() == v1::ROLLOUT_STATE_PENDING) {
     absl::Time start = options_.now();
     absl::Duration timeout = options_.default_timeout;
@@ -271,6 +272,7 @@ absl::Status Runner::Run(const std::string& id, const CancelledFn& cancelled) {
     return record.State(v1::ROLLOUT_STATE_FAILED, message);
   };
   auto stop_if_cancelled = [&]() -> std::optional<absl::Status> {
+    if (interrupted && interrupted()) return absl::OkStatus();  // resumed by the next process
     if (cancelled && cancelled()) {
       return record.State(v1::ROLLOUT_STATE_CANCELLED, "cancelled");
     }
@@ -302,7 +304,9 @@ absl::Status Runner::Run(const std::string& id, const CancelledFn& cancelled) {
     absl::Mutex error_mu;
     absl::Status store_error;
     std::optional<v1::Finding> first_failure;
-    auto cancelled_or_failed = [&] { return failed.load() || (cancelled && cancelled()); };
+    auto cancelled_or_failed = [&] {
+      return failed.load() || (cancelled && cancelled()) || (interrupted && interrupted());
+    };
     auto work = [&] {
       for (size_t i; (i = next.fetch_add(1)) < todo.size() && !cancelled_or_failed();) {
         const DiscoveredApp& app = *todo[i];

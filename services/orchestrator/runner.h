@@ -35,8 +35,14 @@ class Runner {
   Runner(RolloutStore& store, Builder& builder, Registry& registry, Publisher& publisher,
          Cluster& cluster, RunnerOptions options = {});
 
-  // Runs (or resumes) rollout `id` until it is terminal. Errors only when the store fails.
-  absl::Status Run(const std::string& id, const CancelledFn& cancelled);
+  // Runs (or resumes) rollout `id` until it is terminal. `live_request`, when given, is the
+  // request as Deploy received it, inline credentials included (the store keeps none); a resumed
+  // rollout runs with the stored one. Errors only when the store fails.
+  // `interrupted` (the process is stopping) makes it return at the next check with the rollout
+  // left unfinished, to be resumed; `cancelled` ends it CANCELLED.
+  absl::Status Run(const std::string& id, const CancelledFn& cancelled,
+                   const v1::DeployRequest* live_request = nullptr,
+                   const CancelledFn& interrupted = nullptr);
 
  private:
   RolloutStore& store_;

@@ -1,0 +1,180 @@
+#include "services/orchestrator/orchestrator.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "services/common/log.h"
+#include "services/orchestrator/discovery.h"
+
+namespace elfdeploy::orchestrator {
+namespace {
+
+bool IsDns1123Label(const std::string& s) {
+  if (s.empty() || s.size() > 63) return false;
+  if (!absl::ascii_isalnum(s.front()) || !absl::ascii_isalnum(s.back())) return false;
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    return absl::ascii_islower(c) || absl::ascii_isdigit(c) || c == '-';
+  });
+}
+
+// A docker tag: [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}.
+bool IsTag(const std::string& s) {
+  if (s.empty() || s.size() > 128 || s.front() == '.' || s.front() == '-') return false;
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    return absl::ascii_isalnum(c) || c == '_' || c == '.' || c == '-';
+  });
+}
+
+}  // namespace
+
+Orchestrator::Orchestrator(std::unique_ptr<RolloutStore> store, Builder& builder,
+                           Registry& registry, Publisher& publisher, Cluster& cluster,
+                           DeployDefaults defaults, RunnerOptions runner_options)
+    : store_(std::move(store)),
+      builder_(builder),
+      registry_(registry),
+      publisher_(publisher),
+      cluster_(cluster),
+      defaults_(std::move(defaults)),
+      runner_options_(std::move(runner_options)) {}
+
+Orchestrator::~Orchestrator() { Stop(); }
+
+void Orchestrator::Start() {
+  absl::StatusOr<std::vector<v1::Rollout>> unfinished = store_->Unfinished();
+  if (!unfinished.ok()) {
+    log::Error("cannot list unfinished rollouts", {{"error", unfinished.status()}});
+    return;
+  }
+  for (const v1::Rollout& rollout : *unfinished) {
+    log::Info("resuming rollout", {{"rollout", rollout.id()}});
+    Launch(rollout.id(), nullptr);
+  }
+}
+
+void Orchestrator::Stop() {
+  stopping_ = true;
+  std::map<std::string, std::unique_ptr<Running>> running;
+  {
+    absl::MutexLock lock(&mu_);
+    running.swap(running_);
+  }
+  for (auto& [id, run] : running) {
+    if (run->thread.joinable()) run->thread.join();
+  }
+}
+
+void Orchestrator::Launch(const std::string& id, std::unique_ptr<v1::DeployRequest> live_request) {
+  auto run = std::make_unique<Running>();
+  Running* raw = run.get();
+  absl::MutexLock lock(&mu_);
+  if (stopping_) return;
+  raw->thread = std::thread([this, id, raw, live = std::move(live_request)] {
+    Runner runner(*store_, builder_, registry_, publisher_, cluster_, runner_options_);
+    // Stopping the process is not a cancel: the rollout stays unfinished and resumes later.
+    auto cancelled = [raw] { return raw->cancel.load(); };
+    auto interrupted = [this] { return stopping_.load(); };
+    absl::Status status = runner.Run(id, cancelled, live.get(), interrupted);
+    if (!status.ok()) {
+      log::Error("rollout stopped on a store error", {{"rollout", id}, {"error", status}});
+    }
+  });
+  running_[id] = std::move(run);
+}
+
+absl::StatusOr<v1::Rollout> Orchestrator::Deploy(v1::DeployRequest request) {
+  if (request.registry().url().empty()) request.mutable_registry()->set_url(defaults_.registry);
+  if (request.gitops().url().empty()) request.mutable_gitops()->set_url(defaults_.gitops_repo);
+  if (request.gitops().branch().empty()) {
+    request.mutable_gitops()->set_branch(defaults_.gitops_branch);
+  }
+  if (request.gitops().path_prefix().empty()) {
+    request.mutable_gitops()->set_path_prefix(defaults_.gitops_path_prefix);
+  }
+  if (request.destination().namespace_().empty()) {
+    request.mutable_destination()->set_namespace_(defaults_.namespace_);
+  }
+  if (request.registry().url().empty()) {
+    return absl::InvalidArgumentError("registry.url is required (or DOCKER_REGISTRY)");
+  }
+  if (request.gitops().url().empty()) {
+    return absl::InvalidArgumentError("gitops.url is required (or GITOPS_REPO)");
+  }
+  if (!IsDns1123Label(request.destination().namespace_())) {
+    return absl::InvalidArgumentError(absl::StrCat("destination.namespace \"",
+                                                   request.destination().namespace_(),
+                                                   "\" is not a DNS-1123 label"));
+  }
+  if (!request.tag().empty() && !IsTag(request.tag())) {
+    return absl::InvalidArgumentError(absl::StrCat("tag \"", request.tag(), "\" is not a tag"));
+  }
+  absl::StatusOr<std::vector<DiscoveredApp>> apps = DiscoverApps(request);
+  if (!apps.ok()) return apps.status();
+  std::vector<v1::AppRollout> records;
+  for (const DiscoveredApp& app : *apps) {
+    v1::AppRollout record;
+    record.set_name(app.name);
+    record.set_group(app.group);
+    record.set_source_dir(app.dir);
+    record.set_stage(v1::STAGE_PENDING);
+    record.set_namespace_(request.destination().namespace_());
+    records.push_back(std::move(record));
+  }
+  auto live = std::make_unique<v1::DeployRequest>(request);
+  ClearRequestSecrets(&request);
+  absl::StatusOr<std::pair<v1::Rollout, bool>> created = store_->Create(request, records);
+  if (!created.ok()) return created.status();
+  if (created->second) Launch(created->first.id(), std::move(live));
+  return created->first;
+}
+
+absl::StatusOr<v1::Rollout> Orchestrator::Get(const std::string& id) const {
+  return store_->Get(id);
+}
+
+absl::StatusOr<v1::ListRolloutsResponse> Orchestrator::List(
+    const v1::ListRolloutsRequest& request) const {
+  return store_->List(request);
+}
+
+absl::StatusOr<v1::Rollout> Orchestrator::Cancel(const std::string& id, const std::string& reason) {
+  absl::StatusOr<v1::Rollout> rollout = store_->Get(id);
+  if (!rollout.ok()) return rollout.status();
+  if (rollout->state() == v1::ROLLOUT_STATE_CANCELLED) return rollout;
+  if (IsTerminal(rollout->state())) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("rollout ", id, " already ended: ", v1::RolloutState_Name(rollout->state())));
+  }
+  bool running = false;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = running_.find(id);
+    if (it != running_.end()) {
+      it->second->cancel = true;
+      running = true;
+    }
+  }
+  rollout->set_cancel_requested(true);
+  if (!reason.empty()) rollout->set_message(absl::StrCat("cancel requested: ", reason));
+  if (!running) {
+    // Nobody runs it in this process: it ends here.
+    v1::WatchRolloutResponse event;
+    event.mutable_state()->set_previous_state(rollout->state());
+    event.mutable_state()->set_state(v1::ROLLOUT_STATE_CANCELLED);
+    event.mutable_state()->set_message(reason.empty() ? "cancelled" : reason);
+    rollout->set_state(v1::ROLLOUT_STATE_CANCELLED);
+    *event.mutable_state()->mutable_rollout() = *rollout;
+    std::vector<v1::WatchRolloutResponse> events;
+    events.push_back(std::move(event));
+    absl::StatusOr<std::vector<v1::WatchRolloutResponse>> stored =
+        store_->Update(*rollout, std::move(events));
+    if (!stored.ok()) return stored.status();
+    return store_->Get(id);
+  }
+  // Its runner stops at the next check and records CANCELLED; until then it is RUNNING.
+  return rollout;
+}
+
+}  // namespace elfdeploy::orchestrator
