@@ -19,3 +19,10 @@ target_link_libraries(orchestrator_core_test PRIVATE
 target_compile_definitions(orchestrator_core_test PRIVATE
   ELFDEPLOY_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
 gtest_discover_tests(orchestrator_core_test DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 120)
+
+add_executable(orchestrator_service_test ${CMAKE_CURRENT_LIST_DIR}/orchestrator/service_test.cc)
+target_link_libraries(orchestrator_service_test PRIVATE
+  orchestrator_lib elfdeploy_test_harness GTest::gmock GTest::gtest_main elfdeploy_warnings)
+target_compile_definitions(orchestrator_service_test PRIVATE
+  ELFDEPLOY_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
+gtest_discover_tests(orchestrator_service_test DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 120)

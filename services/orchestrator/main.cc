@@ -10,8 +10,7 @@ int main(int argc, char** argv) {
   spec.bind_config = [&options](elfdeploy::ConfigBinder& binder) {
     elfdeploy::BindOrchestratorConfig(binder, &options);
   };
-  return elfdeploy::RunBinary(argc, argv, spec, [](const elfdeploy::ComponentContext&) {
-    return absl::StatusOr<std::unique_ptr<elfdeploy::Component>>(
-        elfdeploy::MakeOrchestratorServices());
+  return elfdeploy::RunBinary(argc, argv, spec, [&options](const elfdeploy::ComponentContext&) {
+    return elfdeploy::MakeOrchestratorServices(options);
   });
 }

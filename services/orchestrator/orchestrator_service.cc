@@ -1,41 +1,94 @@
 #include "services/orchestrator/orchestrator_service.h"
 
+#include <grpcpp/grpcpp.h>
+
+#include <utility>
+#include <vector>
+
+#include "services/common/grpc_status.h"
+#include "services/orchestrator/grpc_stages.h"
+
 namespace elfdeploy {
 
 namespace {
 
-constexpr char kMissing[] = "rollouts land with the orchestrator issue (#8)";
+constexpr absl::Duration kWatchPoll = absl::Milliseconds(250);
+
+bool IsTerminalEvent(const v1::WatchRolloutResponse& event) {
+  return event.has_state() && orchestrator::IsTerminal(event.state().state());
+}
 
 }  // namespace
 
 grpc::Status OrchestratorServiceImpl::Deploy(grpc::ServerContext* /*context*/,
-                                             const v1::DeployRequest* /*request*/,
-                                             v1::DeployResponse* /*response*/) {
-  return NotImplementedYet("elfdeploy.v1.OrchestratorService/Deploy", kMissing);
+                                             const v1::DeployRequest* request,
+                                             v1::DeployResponse* response) {
+  absl::StatusOr<v1::Rollout> rollout = orchestrator_.Deploy(*request);
+  if (!rollout.ok()) return ToGrpcStatus(rollout.status());
+  *response->mutable_rollout() = *std::move(rollout);
+  return grpc::Status::OK;
 }
 
 grpc::Status OrchestratorServiceImpl::WatchRollout(
-    grpc::ServerContext* /*context*/, const v1::WatchRolloutRequest* /*request*/,
-    grpc::ServerWriter<v1::WatchRolloutResponse>* /*writer*/) {
-  return NotImplementedYet("elfdeploy.v1.OrchestratorService/WatchRollout", kMissing);
+    grpc::ServerContext* context, const v1::WatchRolloutRequest* request,
+    grpc::ServerWriter<v1::WatchRolloutResponse>* writer) {
+  if (request->id().empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "id is required");
+  }
+  absl::StatusOr<v1::Rollout> rollout = orchestrator_.Get(request->id());
+  if (!rollout.ok()) return ToGrpcStatus(rollout.status());
+  uint64_t after = request->from_sequence();
+  while (!context->IsCancelled()) {
+    absl::StatusOr<std::vector<v1::WatchRolloutResponse>> events =
+        orchestrator_.store().Events(request->id(), after);
+    if (!events.ok()) return ToGrpcStatus(events.status());
+    for (const v1::WatchRolloutResponse& event : *events) {
+      if (!writer->Write(event)) {
+        return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
+      }
+      after = event.sequence();
+      if (IsTerminalEvent(event)) return grpc::Status::OK;
+    }
+    absl::StatusOr<v1::Rollout> now = orchestrator_.Get(request->id());
+    if (now.ok() && orchestrator::IsTerminal(now->state()) && now->last_sequence() <= after) {
+      return grpc::Status::OK;  // ended before this stream reached it (e.g. resumed past it)
+    }
+    orchestrator_.store().WaitForEvents(request->id(), after, absl::Now() + kWatchPoll);
+  }
+  return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
 }
 
 grpc::Status OrchestratorServiceImpl::GetRollout(grpc::ServerContext* /*context*/,
-                                                 const v1::GetRolloutRequest* /*request*/,
-                                                 v1::GetRolloutResponse* /*response*/) {
-  return NotImplementedYet("elfdeploy.v1.OrchestratorService/GetRollout", kMissing);
+                                                 const v1::GetRolloutRequest* request,
+                                                 v1::GetRolloutResponse* response) {
+  if (request->id().empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "id is required");
+  }
+  absl::StatusOr<v1::Rollout> rollout = orchestrator_.Get(request->id());
+  if (!rollout.ok()) return ToGrpcStatus(rollout.status());
+  *response->mutable_rollout() = *std::move(rollout);
+  return grpc::Status::OK;
 }
 
 grpc::Status OrchestratorServiceImpl::ListRollouts(grpc::ServerContext* /*context*/,
-                                                   const v1::ListRolloutsRequest* /*request*/,
-                                                   v1::ListRolloutsResponse* /*response*/) {
-  return NotImplementedYet("elfdeploy.v1.OrchestratorService/ListRollouts", kMissing);
+                                                   const v1::ListRolloutsRequest* request,
+                                                   v1::ListRolloutsResponse* response) {
+  absl::StatusOr<v1::ListRolloutsResponse> listed = orchestrator_.List(*request);
+  if (!listed.ok()) return ToGrpcStatus(listed.status());
+  *response = *std::move(listed);
+  return grpc::Status::OK;
 }
 
 grpc::Status OrchestratorServiceImpl::CancelRollout(grpc::ServerContext* /*context*/,
-                                                    const v1::CancelRolloutRequest* /*request*/,
-                                                    v1::CancelRolloutResponse* /*response*/) {
-  return NotImplementedYet("elfdeploy.v1.OrchestratorService/CancelRollout", kMissing);
+                                                    const v1::CancelRolloutRequest* request,
+                                                    v1::CancelRolloutResponse* response) {
+  if (request->id().empty()) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "id is required");
+  }
+  absl::StatusOr<v1::Rollout> rollout = orchestrator_.Cancel(request->id(), request->reason());
+  if (!rollout.ok()) return ToGrpcStatus(rollout.status());
+  *response->mutable_rollout() = *std::move(rollout);
+  return grpc::Status::OK;
 }
 
 void BindOrchestratorConfig(ConfigBinder& binder, OrchestratorOptions* options) {
@@ -50,13 +103,54 @@ void BindOrchestratorConfig(ConfigBinder& binder, OrchestratorOptions* options) 
   binder.Bind("orchestrator.manifest_publisher_addr", &options->manifest_publisher_addr);
   binder.Bind("orchestrator.cluster_watcher_addr", &options->cluster_watcher_addr);
   binder.Bind("orchestrator.data_dir", &options->data_dir);
+  binder.Bind("orchestrator.namespace", &options->namespace_);
 }
 
-std::unique_ptr<ServiceSet> MakeOrchestratorServices() {
-  auto services = std::make_unique<ServiceSet>();
-  services->Add(v1::OrchestratorService::service_full_name(),
-                std::make_unique<OrchestratorServiceImpl>());
-  return services;
+namespace {
+
+// Owns the channels, the stage clients and the orchestrator the service adapts; Stop() interrupts
+// running rollouts (they resume at the next start).
+class OrchestratorComponent final : public Component {
+ public:
+  OrchestratorComponent(const OrchestratorOptions& options,
+                        std::unique_ptr<orchestrator::RolloutStore> store)
+      : builder_(grpc::CreateChannel(options.builder_addr, grpc::InsecureChannelCredentials())),
+        registry_(
+            grpc::CreateChannel(options.registry_sync_addr, grpc::InsecureChannelCredentials())),
+        publisher_(grpc::CreateChannel(options.manifest_publisher_addr,
+                                       grpc::InsecureChannelCredentials())),
+        cluster_(
+            grpc::CreateChannel(options.cluster_watcher_addr, grpc::InsecureChannelCredentials())),
+        orchestrator_(std::move(store), builder_, registry_, publisher_, cluster_,
+                      orchestrator::DeployDefaults{options.registry, options.gitops_repo,
+                                                   options.gitops_branch,
+                                                   options.gitops_path_prefix, options.namespace_}),
+        service_(orchestrator_) {
+    orchestrator_.Start();
+  }
+  std::vector<std::pair<std::string, grpc::Service*>> Services() override {
+    return {{v1::OrchestratorService::service_full_name(), &service_}};
+  }
+  void Stop() override { orchestrator_.Stop(); }
+
+ private:
+  orchestrator::GrpcBuilder builder_;
+  orchestrator::GrpcRegistry registry_;
+  orchestrator::GrpcPublisher publisher_;
+  orchestrator::GrpcCluster cluster_;
+  orchestrator::Orchestrator orchestrator_;
+  OrchestratorServiceImpl service_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Component>> MakeOrchestratorServices(
+    const OrchestratorOptions& options) {
+  absl::StatusOr<std::unique_ptr<orchestrator::RolloutStore>> store =
+      orchestrator::RolloutStore::Open({options.data_dir});
+  if (!store.ok()) return store.status();
+  return std::unique_ptr<Component>(
+      std::make_unique<OrchestratorComponent>(options, *std::move(store)));
 }
 
 }  // namespace elfdeploy

@@ -3,16 +3,21 @@
 #include <memory>
 #include <string>
 
+#include "absl/status/statusor.h"
 #include "elfdeploy/v1/orchestrator.grpc.pb.h"
 #include "services/common/config.h"
 #include "services/common/service_main.h"
+#include "services/orchestrator/orchestrator.h"
 
 namespace elfdeploy {
 
-// elfdeploy.v1.OrchestratorService. Every RPC answers UNIMPLEMENTED until its logic lands: rollouts
-// land with the orchestrator issue (#8).
+// elfdeploy.v1.OrchestratorService: thin adapters over orchestrator::Orchestrator (which must
+// outlive the service).
 class OrchestratorServiceImpl final : public v1::OrchestratorService::Service {
  public:
+  explicit OrchestratorServiceImpl(orchestrator::Orchestrator& orchestrator)
+      : orchestrator_(orchestrator) {}
+
   grpc::Status Deploy(grpc::ServerContext* context, const v1::DeployRequest* request,
                       v1::DeployResponse* response) override;
   grpc::Status WatchRollout(grpc::ServerContext* context, const v1::WatchRolloutRequest* request,
@@ -23,6 +28,9 @@ class OrchestratorServiceImpl final : public v1::OrchestratorService::Service {
                             v1::ListRolloutsResponse* response) override;
   grpc::Status CancelRollout(grpc::ServerContext* context, const v1::CancelRolloutRequest* request,
                              v1::CancelRolloutResponse* response) override;
+
+ private:
+  orchestrator::Orchestrator& orchestrator_;
 };
 
 // Defaults a DeployRequest falls back on, and the services a rollout calls.
@@ -39,13 +47,18 @@ struct OrchestratorOptions {
   std::string cluster_watcher_addr = "127.0.0.1:7404";
   // Where rollout records are kept.
   std::string data_dir = "/var/lib/elfdeploy/orchestrator";
+  // Namespace apps are deployed into when a request names none.
+  std::string namespace_ = "elf-automations";
 };
 
 // Binds `registry`, `gitops.*` and `orchestrator.*` config keys, with the seed's environment
 // variables DOCKER_REGISTRY and GITOPS_REPO as aliases.
 void BindOrchestratorConfig(ConfigBinder& binder, OrchestratorOptions* options);
 
-// The orchestrator binary's services.
-std::unique_ptr<ServiceSet> MakeOrchestratorServices();
+// The orchestrator binary's component: opens the rollout store in options.data_dir, connects to
+// the other services (plain-text gRPC on their configured addresses), resumes unfinished
+// rollouts and serves OrchestratorService. INTERNAL when the store cannot be opened.
+absl::StatusOr<std::unique_ptr<Component>> MakeOrchestratorServices(
+    const OrchestratorOptions& options);
 
 }  // namespace elfdeploy

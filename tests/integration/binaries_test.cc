@@ -57,6 +57,12 @@ class BinaryTest : public ::testing::TestWithParam<BinaryCase> {
     options.grpc = !GetParam().services.empty();
     // Open Watch streams are cancelled when the grace ends; keep the SIGTERM test short.
     options.env = {{"ELFDEPLOY_SERVER_SHUTDOWN_GRACE", "2s"}};
+    if (GetParam().binary == "elfdeploy-orchestrator") {
+      absl::StatusOr<TempDir> dir = TempDir::Create("orchestrator-");
+      ASSERT_TRUE(dir.ok()) << dir.status();
+      dir_.emplace(*std::move(dir));
+      options.env.emplace_back("ELFDEPLOY_ORCHESTRATOR_DATA_DIR", dir_->Join("data"));
+    }
     if (GetParam().binary == "elfdeploy-cluster-watcher") {
       absl::StatusOr<TempDir> dir = TempDir::Create("watcher-");
       ASSERT_TRUE(dir.ok()) << dir.status();
@@ -130,6 +136,7 @@ TEST_P(GrpcBinaryTest, EveryRpcRejectsAnEmptyRequestWithAReason) {
   // streams until cancelled and is left to the watcher's own tests.
   const std::map<std::string, std::string> kValidWhenEmpty = {
       {"elfdeploy.v1.ClusterWatcherService/ListClusters", "ok"},
+      {"elfdeploy.v1.OrchestratorService/ListRollouts", "ok"},
       {"elfdeploy.v1.ClusterWatcherService/ListPods", "not_found"},  // no cluster known yet
       {"elfdeploy.v1.ClusterWatcherService/Watch", ""},
       {"elfdeploy.v1.AgentLinkService/Connect", "unauthenticated"},  // no token
@@ -325,7 +332,8 @@ TEST(OrchestratorConfigTest, SeedEnvironmentVariablesAndConfigFileApply) {
   options.args = {"--config", config};
   options.env = {{"DOCKER_REGISTRY", "registry.example.com:5000"},
                  {"GITOPS_REPO", "https://ci:s3cr3t@git.example.com/org/gitops.git"},
-                 {"ELFDEPLOY_GITOPS_PATH_PREFIX", "elf-automations"}};
+                 {"ELFDEPLOY_GITOPS_PATH_PREFIX", "elf-automations"},
+                 {"ELFDEPLOY_ORCHESTRATOR_DATA_DIR", dir->Join("data")}};
   absl::StatusOr<std::unique_ptr<ServiceProcess>> service = ServiceProcess::Start(options);
   ASSERT_TRUE(service.ok()) << service.status();
   std::string line;
