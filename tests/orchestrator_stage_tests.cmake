@@ -9,3 +9,15 @@ add_dependencies(orchestrator_grpc_stages_test
   elfdeploy-builder elfdeploy-registry-sync elfdeploy-manifest-publisher)
 gtest_discover_tests(orchestrator_grpc_stages_test DISCOVERY_TIMEOUT 60
   PROPERTIES LABELS integration TIMEOUT 300)
+
+# Deploy end to end: every service real, kubesim as the cluster.
+add_executable(deploy_e2e_test integration/deploy_e2e_test.cc)
+target_link_libraries(deploy_e2e_test PRIVATE
+  elfdeploy_test_support elfdeploy_test_images elfdeploy_test_harness elfdeploy_oci
+  elfdeploy_common elfdeploy_proto nlohmann_json::nlohmann_json GTest::gmock GTest::gtest_main
+  elfdeploy_warnings)
+target_compile_definitions(deploy_e2e_test PRIVATE ELFDEPLOY_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
+add_dependencies(deploy_e2e_test elfdeploy-orchestrator elfdeploy-builder elfdeploy-registry-sync
+  elfdeploy-manifest-publisher elfdeploy-cluster-watcher elfdeploy-agent elfdeploy-kubesim)
+gtest_discover_tests(deploy_e2e_test DISCOVERY_TIMEOUT 60
+  PROPERTIES LABELS integration TIMEOUT 300)

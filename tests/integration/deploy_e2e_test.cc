@@ -1,0 +1,201 @@
+// The whole flow with every part real: elfdeploy-orchestrator builds the example apps
+// (deploy/local/examples: the seed's tree) with elfdeploy-builder, pushes them with
+// elfdeploy-registry-sync to a docker-registry, publishes one GitOps commit with
+// elfdeploy-manifest-publisher to a git daemon, and follows kubesim's Argo CD and kubelet through
+// elfdeploy-agent and elfdeploy-cluster-watcher until every app runs on its new digest.
+#include <grpcpp/grpcpp.h>
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "elfdeploy/v1/orchestrator.grpc.pb.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "services/common/http_client.h"
+#include "services/common/oci/copy.h"
+#include "services/common/oci/registry_client.h"
+#include "tests/harness/peers.h"
+#include "tests/harness/process.h"
+#include "tests/harness/temp_dir.h"
+#include "tests/support/oci_image.h"
+#include "tests/support/service_process.h"
+
+namespace elfdeploy::testing {
+namespace {
+
+using json = nlohmann::json;
+using ::testing::HasSubstr;
+
+constexpr char kToken[] = "deploy-e2e-token";
+
+class DeployE2eTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    absl::StatusOr<TempDir> dir = TempDir::Create("deploy-e2e-");
+    ASSERT_TRUE(dir.ok()) << dir.status();
+    dir_.emplace(*std::move(dir));
+    absl::StatusOr<std::unique_ptr<RegistryFixture>> registry = RegistryFixture::Start({});
+    ASSERT_TRUE(registry.ok()) << registry.status();
+    registry_ = *std::move(registry);
+    absl::StatusOr<std::unique_ptr<GitDaemonFixture>> git = GitDaemonFixture::Start();
+    ASSERT_TRUE(git.ok()) << git.status();
+    git_ = *std::move(git);
+    ASSERT_TRUE(git_->CreateBareRepo("gitops").ok());
+
+    // The base image the examples build FROM, in the registry.
+    ASSERT_TRUE(WriteTestImage(dir_->Join("base"), "3.11", {2048}, 9).ok());
+    std::unique_ptr<oci::Registry> client = oci::NewRegistryClient({});
+    absl::StatusOr<oci::TransportReference> from =
+        oci::ParseTransportReference(absl::StrCat("oci:", dir_->Join("base"), ":3.11"));
+    absl::StatusOr<oci::TransportReference> to = oci::ParseTransportReference(
+        absl::StrCat("docker://", registry_->host(), "/elf/python-base:3.11"));
+    ASSERT_TRUE(from.ok() && to.ok());
+    ASSERT_TRUE(oci::CopyImage(*client, *from, *to, {}).ok());
+
+    absl::StatusOr<std::unique_ptr<ChildProcess>> kubesim = ChildProcess::Start(
+        {.argv = {BinaryPath("elfdeploy-kubesim"), "--listen_addr=127.0.0.1:0",
+                  "--gitops_repo=" + git_->url("gitops"), "--gitops_prefix=elf-automations",
+                  "--repo_poll=100ms", "--container_start_delay=50ms", "--resolve_cache_ttl=50ms"},
+         .log_path = dir_->Join("kubesim.log")});
+    ASSERT_TRUE(kubesim.ok()) << kubesim.status();
+    kubesim_ = *std::move(kubesim);
+    std::string line;
+    ASSERT_TRUE(kubesim_->WaitForLogLine("msg=serving", absl::Seconds(30), &line).ok());
+    kubesim_url_ = LogfmtValue(line, "url");
+    ASSERT_TRUE(WriteFile(dir_->Join("kubeconfig"),
+                          absl::StrCat("apiVersion: v1\nkind: Config\ncurrent-context: s\n"
+                                       "clusters: [{name: s, cluster: {server: \"",
+                                       kubesim_url_,
+                                       "\"}}]\nusers: [{name: s, user: {}}]\n"
+                                       "contexts: [{name: s, context: {cluster: s, user: s}}]\n"))
+                    .ok());
+
+    auto start = [&](ServiceProcessOptions options) {
+      absl::StatusOr<std::unique_ptr<ServiceProcess>> service = ServiceProcess::Start(options);
+      EXPECT_TRUE(service.ok()) << options.binary << ": " << service.status();
+      return service.ok() ? *std::move(service) : nullptr;
+    };
+    builder_ = start({.binary = "elfdeploy-builder",
+                      .env = {{"ELFDEPLOY_BUILDER_STORE_DIR", dir_->Join("store")}}});
+    registry_sync_ = start({.binary = "elfdeploy-registry-sync"});
+    publisher_ = start({.binary = "elfdeploy-manifest-publisher",
+                        .env = {{"ELFDEPLOY_PUBLISHER_CACHE_DIR", dir_->Join("cache")}}});
+    ASSERT_TRUE(builder_ && registry_sync_ && publisher_);
+    watcher_ =
+        start({.binary = "elfdeploy-cluster-watcher",
+               .env = {{"ELFDEPLOY_WATCHER_DATA_DIR", dir_->Join("watcher")},
+                       {"ELFDEPLOY_WATCHER_AGENT_TOKEN", kToken},
+                       {"ELFDEPLOY_WATCHER_REGISTRY_SYNC_ADDR", registry_sync_->grpc_addr()}}});
+    ASSERT_TRUE(watcher_);
+    agent_ = start({.binary = "elfdeploy-agent",
+                    .env = {{"ELFDEPLOY_AGENT_KUBECONFIG", dir_->Join("kubeconfig")},
+                            {"ELFDEPLOY_AGENT_WATCHER_ADDR", watcher_->grpc_addr()},
+                            {"ELFDEPLOY_AGENT_INSECURE", "true"},
+                            {"ELFDEPLOY_AGENT_TOKEN", kToken},
+                            {"ELFDEPLOY_AGENT_CLUSTER_NAME", "sim"}},
+                    .grpc = false});
+    orchestrator_ =
+        start({.binary = "elfdeploy-orchestrator",
+               .env = {{"ELFDEPLOY_ORCHESTRATOR_DATA_DIR", dir_->Join("orchestrator")},
+                       {"DOCKER_REGISTRY", registry_->host()},
+                       {"GITOPS_REPO", git_->url("gitops")},
+                       {"ELFDEPLOY_ORCHESTRATOR_BUILDER_ADDR", builder_->grpc_addr()},
+                       {"ELFDEPLOY_ORCHESTRATOR_REGISTRY_SYNC_ADDR", registry_sync_->grpc_addr()},
+                       {"ELFDEPLOY_ORCHESTRATOR_MANIFEST_PUBLISHER_ADDR", publisher_->grpc_addr()},
+                       {"ELFDEPLOY_ORCHESTRATOR_CLUSTER_WATCHER_ADDR", watcher_->grpc_addr()}}});
+    ASSERT_TRUE(agent_ && orchestrator_);
+    stub_ = v1::OrchestratorService::NewStub(
+        grpc::CreateChannel(orchestrator_->grpc_addr(), grpc::InsecureChannelCredentials()));
+  }
+
+  void TearDown() override {
+    orchestrator_.reset();
+    agent_.reset();
+    watcher_.reset();
+    publisher_.reset();
+    registry_sync_.reset();
+    builder_.reset();
+    if (kubesim_ != nullptr) kubesim_->Stop(absl::Seconds(10)).IgnoreError();
+  }
+
+  // Follows a rollout to its end; the terminal event.
+  v1::WatchRolloutResponse Follow(const std::string& id) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+    v1::WatchRolloutRequest request;
+    request.set_id(id);
+    auto reader = stub_->WatchRollout(&context, request);
+    v1::WatchRolloutResponse event;
+    v1::WatchRolloutResponse last;
+    while (reader->Read(&event)) last = event;
+    grpc::Status status = reader->Finish();
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return last;
+  }
+
+  std::optional<TempDir> dir_;
+  std::unique_ptr<RegistryFixture> registry_;
+  std::unique_ptr<GitDaemonFixture> git_;
+  std::unique_ptr<ChildProcess> kubesim_;
+  std::string kubesim_url_;
+  std::unique_ptr<ServiceProcess> builder_;
+  std::unique_ptr<ServiceProcess> registry_sync_;
+  std::unique_ptr<ServiceProcess> publisher_;
+  std::unique_ptr<ServiceProcess> watcher_;
+  std::unique_ptr<ServiceProcess> agent_;
+  std::unique_ptr<ServiceProcess> orchestrator_;
+  std::unique_ptr<v1::OrchestratorService::Stub> stub_;
+};
+
+TEST_F(DeployE2eTest, TheExampleAppsRunOnTheirNewDigests) {
+  v1::DeployRequest request;
+  request.set_source_dir(absl::StrCat(ELFDEPLOY_SOURCE_DIR, "/deploy/local/examples"));
+  (*request.mutable_build_args())["BASE"] =
+      absl::StrCat(registry_->host(), "/elf/python-base:3.11");
+  request.mutable_verify()->set_skip_discovery(true);
+  request.mutable_destination()->set_no_image_pull_secret(true);
+  grpc::ClientContext context;
+  v1::DeployResponse deployed;
+  grpc::Status status = stub_->Deploy(&context, request, &deployed);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  v1::WatchRolloutResponse last = Follow(deployed.rollout().id());
+  ASSERT_TRUE(last.has_state()) << last.DebugString();
+  const v1::Rollout& rollout = last.state().rollout();
+  ASSERT_EQ(last.state().state(), v1::ROLLOUT_STATE_SUCCEEDED)
+      << rollout.DebugString() << "\norchestrator:\n"
+      << Tail(orchestrator_->Log(), 30);
+  EXPECT_EQ(rollout.apps_size(), 4);
+
+  // The commit on the GitOps repo carries the rollout and the digests.
+  absl::StatusOr<CommandResult> log =
+      git_->Git({"--git-dir", git_->repo_path("gitops"), "log", "-1", "--format=%H%n%B", "main"});
+  ASSERT_TRUE(log.ok() && log->exit_code == 0);
+  EXPECT_THAT(log->output, HasSubstr(rollout.commit()));
+  EXPECT_THAT(log->output,
+              HasSubstr(absl::StrCat("Elfdeploy-Rollout: ", rollout.correlation_id())));
+  // Each app's pod runs the digest the rollout pushed.
+  HttpClient http;
+  for (const v1::AppRollout& app : rollout.apps()) {
+    EXPECT_EQ(app.observed_revision(), rollout.commit()) << app.name();
+    absl::StatusOr<HttpResponse> pods = http.Get(absl::StrCat(
+        kubesim_url_, "/api/v1/namespaces/elf-automations/pods?labelSelector=app%3D", app.name()));
+    ASSERT_TRUE(pods.ok());
+    json list = json::parse(pods->body);
+    ASSERT_FALSE(list["items"].empty()) << app.name();
+    EXPECT_THAT(list["items"][0]["status"]["containerStatuses"][0].value("imageID", ""),
+                HasSubstr(app.image_digest()));
+  }
+
+  // The same deploy again: nothing changed, so no new commit.
+  grpc::ClientContext again_context;
+  v1::DeployResponse again;
+  ASSERT_TRUE(stub_->Deploy(&again_context, request, &again).ok());
+  v1::WatchRolloutResponse second = Follow(again.rollout().id());
+  EXPECT_EQ(second.state().state(), v1::ROLLOUT_STATE_SUCCEEDED);
+}
+
+}  // namespace
+}  // namespace elfdeploy::testing
