@@ -10,7 +10,8 @@ int main(int argc, char** argv) {
   spec.bind_config = [&options](elfdeploy::ConfigBinder& binder) {
     elfdeploy::BindOrchestratorConfig(binder, &options);
   };
-  return elfdeploy::RunBinary(argc, argv, spec, [&options](const elfdeploy::ComponentContext&) {
-    return elfdeploy::MakeOrchestratorServices(options);
-  });
+  return elfdeploy::RunBinary(
+      argc, argv, spec, [&options](const elfdeploy::ComponentContext& context) {
+        return elfdeploy::MakeOrchestratorServices(options, context.metrics);
+      });
 }

@@ -31,14 +31,16 @@ bool IsTag(const std::string& s) {
 
 Orchestrator::Orchestrator(std::unique_ptr<RolloutStore> store, Builder& builder,
                            Registry& registry, Publisher& publisher, Cluster& cluster,
-                           DeployDefaults defaults, RunnerOptions runner_options)
+                           DeployDefaults defaults, RunnerOptions runner_options,
+                           OrchestratorMetrics metrics)
     : store_(std::move(store)),
       builder_(builder),
       registry_(registry),
       publisher_(publisher),
       cluster_(cluster),
       defaults_(std::move(defaults)),
-      runner_options_(std::move(runner_options)) {}
+      runner_options_(std::move(runner_options)),
+      metrics_(std::move(metrics)) {}
 
 Orchestrator::~Orchestrator() { Stop(); }
 
@@ -80,8 +82,21 @@ void Orchestrator::Launch(const std::string& id, std::unique_ptr<v1::DeployReque
     if (!status.ok()) {
       log::Error("rollout stopped on a store error", {{"rollout", id}, {"error", status}});
     }
+    absl::StatusOr<v1::Rollout> ended = store_->Get(id);
+    if (ended.ok() && IsTerminal(ended->state())) {
+      log::Info("rollout ended", {{"rollout", id},
+                                  {"state", v1::RolloutState_Name(ended->state())},
+                                  {"commit", ended->commit()},
+                                  {"message", ended->message()}});
+      if (metrics_.finished) metrics_.finished(*ended);
+    }
+    if (metrics_.in_progress) {
+      absl::MutexLock lock(&mu_);
+      metrics_.in_progress(--running_count_);
+    }
   });
   running_[id] = std::move(run);
+  if (metrics_.in_progress) metrics_.in_progress(++running_count_);
 }
 
 absl::StatusOr<v1::Rollout> Orchestrator::Deploy(v1::DeployRequest request) {

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -26,6 +27,15 @@ struct DeployDefaults {
   std::string namespace_ = "elf-automations";
 };
 
+// Hooks for metrics (all optional).
+struct OrchestratorMetrics {
+  // A rollout ended: its terminal state's name ("SUCCEEDED", ...) and each finished stage's
+  // duration.
+  std::function<void(const v1::Rollout&)> finished;
+  // Rollouts running in this process now.
+  std::function<void(int)> in_progress;
+};
+
 // Rollouts, free of gRPC: Deploy validates and records a rollout and runs it on its own thread;
 // rollouts a previous process left unfinished are resumed by Start. Thread-safe.
 class Orchestrator {
@@ -33,7 +43,7 @@ class Orchestrator {
   // The stage interfaces must outlive the orchestrator.
   Orchestrator(std::unique_ptr<RolloutStore> store, Builder& builder, Registry& registry,
                Publisher& publisher, Cluster& cluster, DeployDefaults defaults,
-               RunnerOptions runner_options = {});
+               RunnerOptions runner_options = {}, OrchestratorMetrics metrics = {});
   ~Orchestrator();
 
   // Resumes every unfinished rollout of the store.
@@ -66,9 +76,11 @@ class Orchestrator {
   Cluster& cluster_;
   const DeployDefaults defaults_;
   const RunnerOptions runner_options_;
+  const OrchestratorMetrics metrics_;
   std::atomic<bool> stopping_{false};
   mutable absl::Mutex mu_;
   std::map<std::string, std::unique_ptr<Running>> running_ ABSL_GUARDED_BY(mu_);
+  int running_count_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace elfdeploy::orchestrator

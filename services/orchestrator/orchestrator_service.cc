@@ -5,6 +5,12 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/strip.h"
+#include "google/protobuf/util/time_util.h"
+#include "prometheus/counter.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
 #include "services/common/grpc_status.h"
 #include "services/orchestrator/grpc_stages.h"
 
@@ -113,7 +119,8 @@ namespace {
 class OrchestratorComponent final : public Component {
  public:
   OrchestratorComponent(const OrchestratorOptions& options,
-                        std::unique_ptr<orchestrator::RolloutStore> store)
+                        std::unique_ptr<orchestrator::RolloutStore> store,
+                        orchestrator::OrchestratorMetrics metrics)
       : builder_(grpc::CreateChannel(options.builder_addr, grpc::InsecureChannelCredentials())),
         registry_(
             grpc::CreateChannel(options.registry_sync_addr, grpc::InsecureChannelCredentials())),
@@ -124,7 +131,8 @@ class OrchestratorComponent final : public Component {
         orchestrator_(std::move(store), builder_, registry_, publisher_, cluster_,
                       orchestrator::DeployDefaults{options.registry, options.gitops_repo,
                                                    options.gitops_branch,
-                                                   options.gitops_path_prefix, options.namespace_}),
+                                                   options.gitops_path_prefix, options.namespace_},
+                      orchestrator::RunnerOptions{}, std::move(metrics)),
         service_(orchestrator_) {
     orchestrator_.Start();
   }
@@ -145,12 +153,52 @@ class OrchestratorComponent final : public Component {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Component>> MakeOrchestratorServices(
-    const OrchestratorOptions& options) {
+    const OrchestratorOptions& options, std::shared_ptr<prometheus::Registry> metrics) {
   absl::StatusOr<std::unique_ptr<orchestrator::RolloutStore>> store =
       orchestrator::RolloutStore::Open({options.data_dir});
   if (!store.ok()) return store.status();
+  orchestrator::OrchestratorMetrics hooks;
+  if (metrics != nullptr) {
+    auto& rollouts = prometheus::BuildCounter()
+                         .Name("elfdeploy_rollouts_total")
+                         .Help("Rollouts ended, by result.")
+                         .Register(*metrics);
+    for (const char* result : {"succeeded", "failed", "timed_out", "cancelled"}) {
+      rollouts.Add({{"result", result}});  // every series exists from the start
+    }
+    auto& stages = prometheus::BuildHistogram()
+                       .Name("elfdeploy_rollout_stage_seconds")
+                       .Help("Time apps spent in each rollout stage.")
+                       .Register(*metrics);
+    auto& in_progress = prometheus::BuildGauge()
+                            .Name("elfdeploy_rollouts_in_progress")
+                            .Help("Rollouts running now.")
+                            .Register(*metrics)
+                            .Add({});
+    const prometheus::Histogram::BucketBoundaries buckets = {0.1, 0.5, 1,   2.5, 5,  10,
+                                                             30,  60,  120, 300, 900};
+    hooks.finished = [&rollouts, &stages, buckets](const v1::Rollout& rollout) {
+      std::string result = absl::AsciiStrToLower(v1::RolloutState_Name(rollout.state()));
+      result = std::string(absl::StripPrefix(result, "rollout_state_"));
+      rollouts.Add({{"result", result}}).Increment();
+      for (const v1::AppRollout& app : rollout.apps()) {
+        for (const v1::StageTiming& timing : app.stage_timings()) {
+          if (!timing.has_end_time()) continue;
+          std::string stage = absl::AsciiStrToLower(v1::Stage_Name(timing.stage()));
+          stage = std::string(absl::StripPrefix(stage, "stage_"));
+          double seconds =
+              static_cast<double>(
+                  google::protobuf::util::TimeUtil::TimestampToNanoseconds(timing.end_time()) -
+                  google::protobuf::util::TimeUtil::TimestampToNanoseconds(timing.start_time())) /
+              1e9;
+          stages.Add({{"stage", stage}}, buckets).Observe(seconds);
+        }
+      }
+    };
+    hooks.in_progress = [&in_progress](int n) { in_progress.Set(n); };
+  }
   return std::unique_ptr<Component>(
-      std::make_unique<OrchestratorComponent>(options, *std::move(store)));
+      std::make_unique<OrchestratorComponent>(options, *std::move(store), std::move(hooks)));
 }
 
 }  // namespace elfdeploy

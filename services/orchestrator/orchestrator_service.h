@@ -5,6 +5,7 @@
 
 #include "absl/status/statusor.h"
 #include "elfdeploy/v1/orchestrator.grpc.pb.h"
+#include "prometheus/registry.h"
 #include "services/common/config.h"
 #include "services/common/service_main.h"
 #include "services/orchestrator/orchestrator.h"
@@ -59,6 +60,6 @@ void BindOrchestratorConfig(ConfigBinder& binder, OrchestratorOptions* options);
 // the other services (plain-text gRPC on their configured addresses), resumes unfinished
 // rollouts and serves OrchestratorService. INTERNAL when the store cannot be opened.
 absl::StatusOr<std::unique_ptr<Component>> MakeOrchestratorServices(
-    const OrchestratorOptions& options);
+    const OrchestratorOptions& options, std::shared_ptr<prometheus::Registry> metrics = nullptr);
 
 }  // namespace elfdeploy

@@ -5,6 +5,7 @@
 // elfdeploy-agent and elfdeploy-cluster-watcher until every app runs on its new digest.
 #include <grpcpp/grpcpp.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -195,6 +196,25 @@ TEST_F(DeployE2eTest, TheExampleAppsRunOnTheirNewDigests) {
   ASSERT_TRUE(stub_->Deploy(&again_context, request, &again).ok());
   v1::WatchRolloutResponse second = Follow(again.rollout().id());
   EXPECT_EQ(second.state().state(), v1::ROLLOUT_STATE_SUCCEEDED);
+
+  // The orchestrator's metrics saw both.
+  absl::Time deadline = absl::Now() + absl::Seconds(10);
+  double succeeded = 0;
+  absl::StatusOr<std::string> metrics;
+  while (absl::Now() < deadline && succeeded < 2) {
+    metrics = ScrapeMetrics(orchestrator_->metrics_addr());
+    if (metrics.ok()) {
+      succeeded =
+          MetricValue(*metrics, "elfdeploy_rollouts_total", {{"result", "succeeded"}}).value_or(0);
+    }
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  EXPECT_EQ(succeeded, 2);
+  ASSERT_TRUE(metrics.ok());
+  EXPECT_GT(MetricValue(*metrics, "elfdeploy_rollout_stage_seconds_count", {{"stage", "building"}})
+                .value_or(0),
+            0);
+  EXPECT_EQ(MetricValue(*metrics, "elfdeploy_rollouts_in_progress").value_or(-1), 0);
 }
 
 }  // namespace
