@@ -861,7 +861,10 @@ void Diagnoser::CrashLoop(const Workload& workload, const v1::Pod& pod,
 
   v1::Severity severity = v1::SEVERITY_ERROR;
   std::string state;
-  if (status.ready()) {
+  // Recovering once is tolerated; a container that keeps restarting is a crash loop even in the
+  // moments it is up.
+  constexpr int kRestartsOfALoop = 3;
+  if (status.ready() && status.restart_count() < kRestartsOfALoop) {
     absl::Time restarted =
         status.state().has_running() && IsSet(status.state().running().started_time())
             ? FromProto(status.state().running().started_time())

@@ -482,15 +482,24 @@ absl::Status Runner::Run(const std::string& id, const CancelledFn& cancelled,
 
   // Sync and verify: Diagnose until healthy, a fatal finding, cancel or the deadline.
   v1::DiagnoseResponse last;
+  std::map<std::string, absl::Time> ready_since;  // app -> first time seen ready, continuously
   while (true) {
-    if (std::optional<absl::Status> stop = stop_if_cancelled()) {
-      if (record.Snapshot().state() == v1::ROLLOUT_STATE_TIMED_OUT) {
-        for (const v1::Finding& finding : last.findings()) {
-          if (absl::Status s = record.Finding(finding); !s.ok()) return s;
-        }
+    if (options_.now() > deadline) {
+      // The last diagnosis says why: its findings for this rollout's apps go in first.
+      const v1::Rollout snapshot = record.Snapshot();
+      std::set<std::string> ours;
+      for (const v1::AppRollout& status : snapshot.apps()) ours.insert(status.name());
+      std::string why;
+      for (const v1::Finding& finding : last.findings()) {
+        if (!finding.app().empty() && !ours.contains(finding.app())) continue;
+        if (why.empty()) why = finding.message();
+        if (absl::Status s = record.Finding(finding); !s.ok()) return s;
       }
-      return *stop;
+      return record.State(v1::ROLLOUT_STATE_TIMED_OUT,
+                          why.empty() ? "the rollout's deadline passed"
+                                      : absl::StrCat("the rollout's deadline passed: ", why));
     }
+    if (std::optional<absl::Status> stop = stop_if_cancelled()) return *stop;
     bool all_healthy = true;
     for (const auto& [group, application] : application_of) {
       v1::DiagnoseRequest diagnose;
@@ -512,9 +521,19 @@ absl::Status Runner::Run(const std::string& id, const CancelledFn& cancelled,
       last = *diagnosis;
       std::set<std::string> ours;
       for (const v1::AppRollout& status : snapshot.apps()) ours.insert(status.name());
+      // Only this rollout's apps count: a group's Application may also hold apps of earlier
+      // rollouts, healthy or not.
+      const bool synced = diagnosis->application().sync_revision() == commit;
+      std::set<std::string> ready;
       for (const v1::WorkloadStatus& workload : diagnosis->workloads()) {
-        if (!ours.contains(workload.app())) continue;  // another rollout's app in the group
-        bool synced = diagnosis->application().sync_revision() == commit;
+        if (!ours.contains(workload.app())) continue;
+        bool discovered = workload.discovered() || request.verify().skip_discovery();
+        if (synced && workload.ready() && discovered) {
+          absl::Time since = ready_since.try_emplace(workload.app(), options_.now()).first->second;
+          if (options_.now() - since >= options_.settle) ready.insert(workload.app());
+        } else {
+          ready_since.erase(workload.app());
+        }
         v1::Stage stage = synced ? v1::STAGE_VERIFYING : v1::STAGE_SYNCING;
         absl::Status s = record.App(
             workload.app(), stage,
@@ -525,21 +544,26 @@ absl::Status Runner::Run(const std::string& id, const CancelledFn& cancelled,
               a.set_health_status(diagnosis->application().health_status());
               a.set_pods_ready(workload.pods_ready());
               a.set_pods_desired(workload.has_deployment() ? workload.deployment().replicas() : 0);
-              a.set_discovered(workload.discovered() || request.verify().skip_discovery());
+              a.set_discovered(discovered);
             });
         if (!s.ok()) return s;
       }
-      if (diagnosis->fatal()) {
-        std::string reason;
-        for (const v1::Finding& finding : diagnosis->findings()) {
-          if (!finding.fatal()) continue;
-          if (reason.empty()) reason = finding.message();
-          if (absl::Status s = record.Finding(finding); !s.ok()) return s;
-        }
+      std::string reason;
+      for (const v1::Finding& finding : diagnosis->findings()) {
+        if (!finding.fatal()) continue;
+        if (!finding.app().empty() && !ours.contains(finding.app())) continue;
+        if (reason.empty()) reason = finding.message();
+        if (absl::Status s = record.Finding(finding); !s.ok()) return s;
+      }
+      if (!reason.empty()) {
         return record.State(v1::ROLLOUT_STATE_FAILED,
                             absl::StrCat("Application ", application, ": ", reason));
       }
-      all_healthy = all_healthy && diagnosis->healthy();
+      for (const DiscoveredApp& app : *apps) {
+        if (application_of[app.group] == application && !ready.contains(app.name)) {
+          all_healthy = false;
+        }
+      }
     }
     if (all_healthy) return record.State(v1::ROLLOUT_STATE_SUCCEEDED, "every app verified");
     absl::SleepFor(options_.poll_interval);

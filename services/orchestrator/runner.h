@@ -17,6 +17,9 @@ struct RunnerOptions {
   absl::Duration poll_interval = absl::Milliseconds(500);
   // Deadline of a rollout whose request sets none.
   absl::Duration default_timeout = absl::Minutes(15);
+  // An app counts as verified once it has stayed ready this long: a container that crashes
+  // seconds after its first start is caught, not reported as a success.
+  absl::Duration settle = absl::Seconds(5);
   std::function<absl::Time()> now = absl::Now;
 };
 

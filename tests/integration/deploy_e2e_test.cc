@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "elfdeploy/v1/orchestrator.grpc.pb.h"
 #include "gmock/gmock.h"
@@ -215,6 +216,74 @@ TEST_F(DeployE2eTest, TheExampleAppsRunOnTheirNewDigests) {
                 .value_or(0),
             0);
   EXPECT_EQ(MetricValue(*metrics, "elfdeploy_rollouts_in_progress").value_or(-1), 0);
+}
+
+TEST_F(DeployE2eTest, AMissingImageFailsFastAndACrashLoopTimesOutWithItsFinding) {
+  // An app whose Deployment also runs a sidecar image nobody pushed.
+  std::string source = dir_->Join("source");
+  std::string app = source + "/teams/sidecar-team";
+  ASSERT_TRUE(
+      WriteFile(app + "/Dockerfile", "ARG BASE\nFROM ${BASE}\nCOPY server.py /app/\n").ok());
+  ASSERT_TRUE(WriteFile(app + "/server.py", "print('hi')\n").ok());
+  ASSERT_TRUE(WriteFile(app + "/k8s/deployment.yaml",
+                        absl::StrCat("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n"
+                                     "  name: sidecar-team\nspec:\n  selector:\n"
+                                     "    matchLabels: {app: sidecar-team}\n  template:\n"
+                                     "    metadata:\n      labels: {app: sidecar-team}\n"
+                                     "    spec:\n      containers:\n"
+                                     "        - name: sidecar-team\n"
+                                     "          image: elf-automations/sidecar-team:latest\n"
+                                     "        - name: proxy\n          image: ",
+                                     registry_->host(), "/elf/never-pushed:1\n"))
+                  .ok());
+  v1::DeployRequest missing;
+  missing.set_source_dir(source);
+  (*missing.mutable_build_args())["BASE"] =
+      absl::StrCat(registry_->host(), "/elf/python-base:3.11");
+  missing.mutable_verify()->set_skip_discovery(true);
+  missing.mutable_destination()->set_no_image_pull_secret(true);
+  grpc::ClientContext context;
+  v1::DeployResponse deployed;
+  ASSERT_TRUE(stub_->Deploy(&context, missing, &deployed).ok());
+  v1::WatchRolloutResponse failed = Follow(deployed.rollout().id());
+  ASSERT_EQ(failed.state().state(), v1::ROLLOUT_STATE_FAILED) << failed.DebugString();
+  const v1::Rollout& rollout = failed.state().rollout();
+  bool image_not_found = false;
+  for (const v1::AppRollout& a : rollout.apps()) {
+    for (const v1::Finding& f : a.findings()) image_not_found |= f.reason() == "ImageNotFound";
+  }
+  for (const v1::Finding& f : rollout.findings()) image_not_found |= f.reason() == "ImageNotFound";
+  EXPECT_TRUE(image_not_found) << rollout.DebugString();
+  // Fatal at once, not after the progress deadline (600 s by default).
+  absl::Duration took = absl::FromUnixSeconds(rollout.end_time().seconds()) -
+                        absl::FromUnixSeconds(rollout.start_time().seconds());
+  EXPECT_LT(took, absl::Seconds(60));
+
+  // The demo's broken app crash-loops: the rollout times out with the crash loop and its log.
+  v1::DeployRequest broken;
+  broken.set_source_dir(absl::StrCat(ELFDEPLOY_SOURCE_DIR, "/deploy/local/broken"));
+  (*broken.mutable_build_args())["BASE"] = absl::StrCat(registry_->host(), "/elf/python-base:3.11");
+  broken.mutable_verify()->set_skip_discovery(true);
+  broken.mutable_destination()->set_no_image_pull_secret(true);
+  broken.mutable_timeout()->set_seconds(15);
+  grpc::ClientContext broken_context;
+  v1::DeployResponse broken_deployed;
+  ASSERT_TRUE(stub_->Deploy(&broken_context, broken, &broken_deployed).ok());
+  v1::WatchRolloutResponse timed_out = Follow(broken_deployed.rollout().id());
+  ASSERT_EQ(timed_out.state().state(), v1::ROLLOUT_STATE_TIMED_OUT) << timed_out.DebugString();
+  std::string evidence;
+  for (const v1::AppRollout& a : timed_out.state().rollout().apps()) {
+    for (const v1::Finding& f : a.findings()) {
+      if (f.kind() == v1::FINDING_KIND_CRASH_LOOP) evidence = absl::StrJoin(f.evidence(), "\n");
+    }
+  }
+  for (const v1::Finding& f : timed_out.state().rollout().findings()) {
+    if (f.kind() == v1::FINDING_KIND_CRASH_LOOP) evidence = absl::StrJoin(f.evidence(), "\n");
+  }
+  // The log tail of a crash loop is covered by diagnose_e2e_test; here the rollout must time out
+  // with the crash loop and its exit code as the reason.
+  EXPECT_THAT(evidence, HasSubstr("exit code 1")) << timed_out.DebugString();
+  EXPECT_THAT(timed_out.state().message(), HasSubstr("deadline"));
 }
 
 }  // namespace

@@ -83,6 +83,7 @@ struct Fakes final : Builder, Registry, Publisher, Cluster {
       v1::WorkloadStatus* workload = response.add_workloads();
       workload->set_app(app);
       workload->set_pods_ready(n > diagnoses_until_healthy ? 1 : 0);
+      workload->set_ready(n > diagnoses_until_healthy);
       workload->set_discovered(n > diagnoses_until_healthy);
     }
     if (fatal_finding.has_value()) {

@@ -23,6 +23,7 @@ class OrchestratorTest : public ::testing::Test {
     defaults_.registry = "registry.test:5000";
     defaults_.gitops_repo = "git://gitops.test/gitops.git";
     runner_.poll_interval = absl::Milliseconds(1);
+    runner_.settle = absl::ZeroDuration();
   }
 
   std::unique_ptr<Orchestrator> Make() {

@@ -36,6 +36,7 @@ class RunnerTest : public ::testing::Test {
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = *std::move(store);
     options_.poll_interval = absl::Milliseconds(1);
+    options_.settle = absl::ZeroDuration();
   }
 
   v1::DeployRequest Request() {

@@ -27,6 +27,7 @@ class OrchestratorServiceTest : public ::testing::Test {
     ASSERT_TRUE(store.ok());
     orchestrator::RunnerOptions runner;
     runner.poll_interval = absl::Milliseconds(1);
+    runner.settle = absl::ZeroDuration();
     orchestrator_ = std::make_unique<orchestrator::Orchestrator>(
         *std::move(store), fakes_, fakes_, fakes_, fakes_,
         orchestrator::DeployDefaults{"registry.test:5000", "git://gitops.test/g.git", "main",
