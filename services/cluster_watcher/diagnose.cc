@@ -924,8 +924,8 @@ void Diagnoser::CrashLoop(const Workload& workload, const v1::Pod& pod,
     AddLine(&evidence, status.state().waiting().message());
   }
   size_t head = evidence.size();
-  // A tolerated crash is not worth a log request to the agent on every Diagnose.
-  if (deps_.read_logs && deps_.log_tail_lines > 0 && severity != v1::SEVERITY_INFO) {
+  // Tolerated crashes too: a rollout that times out on a flapping container reports this one.
+  if (deps_.read_logs && deps_.log_tail_lines > 0) {
     absl::StatusOr<std::vector<std::string>> logs =
         deps_.read_logs(pod.meta().namespace_(), pod.meta().name(), status.name(),
                         deps_.log_tail_lines, /*previous=*/true);

@@ -304,6 +304,7 @@ absl::StatusOr<PublishResult> GrpcPublisher::Publish(const std::vector<PublishAp
   PublishResult out;
   out.commit = response.commit();
   out.no_op = response.no_op();
+  out.parent = response.parent_commit();
   for (const v1::PublishedApplication& application : response.applications()) {
     out.applications.emplace_back(application.application().name(), application.group());
     out.definitions.push_back(application.application());

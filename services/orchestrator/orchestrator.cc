@@ -39,7 +39,10 @@ Orchestrator::Orchestrator(std::unique_ptr<RolloutStore> store, Builder& builder
       publisher_(publisher),
       cluster_(cluster),
       defaults_(std::move(defaults)),
-      runner_options_(std::move(runner_options)),
+      runner_options_([&] {
+        if (runner_options.lineage == nullptr) runner_options.lineage = &lineage_;
+        return std::move(runner_options);
+      }()),
       metrics_(std::move(metrics)) {}
 
 Orchestrator::~Orchestrator() { Stop(); }
@@ -77,8 +80,12 @@ void Orchestrator::Launch(const std::string& id, std::unique_ptr<v1::DeployReque
     Runner runner(*store_, builder_, registry_, publisher_, cluster_, runner_options_);
     // Stopping the process is not a cancel: the rollout stays unfinished and resumes later.
     auto cancelled = [raw] { return raw->cancel.load(); };
+    auto reason = [raw] {
+      absl::MutexLock lock(&raw->mu);
+      return raw->cancel_reason;
+    };
     auto interrupted = [this] { return stopping_.load(); };
-    absl::Status status = runner.Run(id, cancelled, live.get(), interrupted);
+    absl::Status status = runner.Run(id, cancelled, live.get(), interrupted, reason);
     if (!status.ok()) {
       log::Error("rollout stopped on a store error", {{"rollout", id}, {"error", status}});
     }
@@ -167,6 +174,10 @@ absl::StatusOr<v1::Rollout> Orchestrator::Cancel(const std::string& id, const st
     absl::MutexLock lock(&mu_);
     auto it = running_.find(id);
     if (it != running_.end()) {
+      {
+        absl::MutexLock reason_lock(&it->second->mu);
+        it->second->cancel_reason = reason;
+      }
       it->second->cancel = true;
       running = true;
     }
@@ -178,7 +189,9 @@ absl::StatusOr<v1::Rollout> Orchestrator::Cancel(const std::string& id, const st
     v1::WatchRolloutResponse event;
     event.mutable_state()->set_previous_state(rollout->state());
     event.mutable_state()->set_state(v1::ROLLOUT_STATE_CANCELLED);
-    event.mutable_state()->set_message(reason.empty() ? "cancelled" : reason);
+    std::string message = reason.empty() ? "cancelled" : absl::StrCat("cancelled: ", reason);
+    event.mutable_state()->set_message(message);
+    rollout->set_message(message);
     rollout->set_state(v1::ROLLOUT_STATE_CANCELLED);
     *event.mutable_state()->mutable_rollout() = *rollout;
     std::vector<v1::WatchRolloutResponse> events;

@@ -65,6 +65,8 @@ class Orchestrator {
  private:
   struct Running {
     std::atomic<bool> cancel{false};
+    absl::Mutex mu;
+    std::string cancel_reason ABSL_GUARDED_BY(mu);
     std::thread thread;
   };
   void Launch(const std::string& id, std::unique_ptr<v1::DeployRequest> live_request);
@@ -75,6 +77,7 @@ class Orchestrator {
   Publisher& publisher_;
   Cluster& cluster_;
   const DeployDefaults defaults_;
+  CommitLineage lineage_;  // shared by the runners unless the options bring one
   const RunnerOptions runner_options_;
   const OrchestratorMetrics metrics_;
   std::atomic<bool> stopping_{false};

@@ -518,6 +518,15 @@ absl::StatusOr<std::vector<v1::WatchRolloutResponse>> RolloutStore::Update(
     event.set_sequence(++sequence);
     event.set_rollout_id(rollout.id());
     if (!event.has_event_time()) *event.mutable_event_time() = ToProto(now);
+    if (event.has_state() && event.state().has_rollout()) {
+      // The rollout after the change, as stored: with the times filled in here.
+      v1::Rollout* after = event.mutable_state()->mutable_rollout();
+      *after->mutable_create_time() = next.create_time();
+      *after->mutable_update_time() = next.update_time();
+      if (next.has_start_time()) *after->mutable_start_time() = next.start_time();
+      if (next.has_end_time()) *after->mutable_end_time() = next.end_time();
+      after->set_last_sequence(sequence);
+    }
     ClearEventSecrets(&event);
     sqlite3_reset(insert.get());
     insert.Bind(1, rollout.id());

@@ -243,8 +243,26 @@ Runner::Runner(RolloutStore& store, Builder& builder, Registry& registry, Publis
       cluster_(cluster),
       options_(std::move(options)) {}
 
+void CommitLineage::Record(const std::string& commit, const std::string& parent) {
+  absl::MutexLock lock(&mu_);
+  parent_[commit] = parent;
+}
+
+bool CommitLineage::Descends(const std::string& descendant, const std::string& ancestor) const {
+  absl::MutexLock lock(&mu_);
+  std::string at = descendant;
+  for (size_t hops = 0; hops <= parent_.size(); ++hops) {  // bounded even if links were bad
+    if (at == ancestor) return true;
+    auto it = parent_.find(at);
+    if (it == parent_.end() || it->second.empty()) return false;
+    at = it->second;
+  }
+  return false;
+}
+
 absl::Status Runner::Run(const std::string& id, const CancelledFn& cancelled,
-                         const v1::DeployRequest* live_request, const CancelledFn& interrupted) {
+                         const v1::DeployRequest* live_request, const CancelledFn& interrupted,
+                         const std::function<std::string()>& cancel_reason) {
   absl::StatusOr<v1::Rollout> stored = store_.Get(id);
   if (!stored.ok()) return stored.status();
   if (IsTerminal(stored->state())) return absl::OkStatus();
@@ -274,7 +292,9 @@ absl::Status Runner::Run(const std::string& id, const CancelledFn& cancelled,
   auto stop_if_cancelled = [&]() -> std::optional<absl::Status> {
     if (interrupted && interrupted()) return absl::OkStatus();  // resumed by the next process
     if (cancelled && cancelled()) {
-      return record.State(v1::ROLLOUT_STATE_CANCELLED, "cancelled");
+      std::string reason = cancel_reason ? cancel_reason() : "";
+      return record.State(v1::ROLLOUT_STATE_CANCELLED,
+                          reason.empty() ? "cancelled" : absl::StrCat("cancelled: ", reason));
     }
     if (options_.now() > deadline) {
       return record.State(v1::ROLLOUT_STATE_TIMED_OUT, "the rollout's deadline passed");
@@ -394,6 +414,9 @@ absl::Status Runner::Run(const std::string& id, const CancelledFn& cancelled,
     }
     applications = published->applications;
     published_definitions = published->definitions;
+    if (options_.lineage != nullptr && !published->no_op) {
+      options_.lineage->Record(published->commit, published->parent);
+    }
     if (absl::Status s = record.Rollout([&](v1::Rollout& r) {
           r.set_commit(published->commit);
           r.set_commit_no_op(published->no_op);
@@ -523,7 +546,9 @@ absl::Status Runner::Run(const std::string& id, const CancelledFn& cancelled,
       for (const v1::AppRollout& status : snapshot.apps()) ours.insert(status.name());
       // Only this rollout's apps count: a group's Application may also hold apps of earlier
       // rollouts, healthy or not.
-      const bool synced = diagnosis->application().sync_revision() == commit;
+      const std::string& revision = diagnosis->application().sync_revision();
+      const bool synced = revision == commit || (options_.lineage != nullptr &&
+                                                 options_.lineage->Descends(revision, commit));
       std::set<std::string> ready;
       for (const v1::WorkloadStatus& workload : diagnosis->workloads()) {
         if (!ours.contains(workload.app())) continue;

@@ -1,14 +1,33 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "services/orchestrator/rollout_store.h"
 #include "services/orchestrator/stages.h"
 
 namespace elfdeploy::orchestrator {
+
+// Parent links of the commits published through this process. Publishes to a branch are
+// serialised by git (each is made on the head it found), so a rollout whose commit was followed by
+// another rollout's on the same branch sees Argo CD sync the later one: that sync includes its
+// commit. Thread-safe.
+class CommitLineage {
+ public:
+  void Record(const std::string& commit, const std::string& parent) ABSL_LOCKS_EXCLUDED(mu_);
+  // True when `descendant` is `ancestor` or reaches it through recorded parents.
+  bool Descends(const std::string& descendant, const std::string& ancestor) const
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+ private:
+  mutable absl::Mutex mu_;
+  std::map<std::string, std::string> parent_ ABSL_GUARDED_BY(mu_);
+};
 
 struct RunnerOptions {
   // Builds and pushes running at once.
@@ -21,6 +40,9 @@ struct RunnerOptions {
   // seconds after its first start is caught, not reported as a success.
   absl::Duration settle = absl::Seconds(5);
   std::function<absl::Time()> now = absl::Now;
+  // Commits published by every runner of the process; null means only the rollout's own commit
+  // counts as synced.
+  CommitLineage* lineage = nullptr;
 };
 
 // Carries one rollout from its stored state to a terminal one, storing every stage change as it
@@ -43,9 +65,11 @@ class Runner {
   // rollout runs with the stored one. Errors only when the store fails.
   // `interrupted` (the process is stopping) makes it return at the next check with the rollout
   // left unfinished, to be resumed; `cancelled` ends it CANCELLED.
+  // `cancel_reason`, when given, is asked for the reason once `cancelled` turned true.
   absl::Status Run(const std::string& id, const CancelledFn& cancelled,
                    const v1::DeployRequest* live_request = nullptr,
-                   const CancelledFn& interrupted = nullptr);
+                   const CancelledFn& interrupted = nullptr,
+                   const std::function<std::string()>& cancel_reason = nullptr);
 
  private:
   RolloutStore& store_;

@@ -80,6 +80,8 @@ struct PublishApp {
 struct PublishResult {
   std::string commit;
   bool no_op = false;
+  // The head the commit was made on; empty for the first commit or a no-op.
+  std::string parent;
   // (Application name, group) of each group's Argo CD Application in the tree.
   std::vector<std::pair<std::string, std::string>> applications;
   // The same Applications as written to the tree (PublishedApplication.application), when the

@@ -597,7 +597,9 @@ TEST_F(DiagnoseTest, CrashThenQuickRecoveryIsTolerated) {
   EXPECT_EQ(response.findings(0).severity(), v1::SEVERITY_INFO);
   EXPECT_THAT(response.findings(0).message(), HasSubstr("recovered"));
   EXPECT_THAT(Evidence(response.findings(0)), ElementsAre("exit code 1, reason Error"));
-  EXPECT_THAT(log_calls_, IsEmpty());  // no log request for a tolerated crash
+  // Its log is evidence too (a rollout that times out on a flapping container reports it); the
+  // log could not be read here, so the exit code stays alone.
+  EXPECT_THAT(log_calls_, SizeIs(1));
 
   // Recovery slower than the window: a warning, still healthy.
   *status->mutable_state()->mutable_running()->mutable_started_time() = At(kNow - absl::Seconds(1));
@@ -606,7 +608,7 @@ TEST_F(DiagnoseTest, CrashThenQuickRecoveryIsTolerated) {
   EXPECT_TRUE(response.healthy());
   EXPECT_EQ(response.findings(0).severity(), v1::SEVERITY_WARNING);
   // The log could not be read: tolerated, the exit code stays.
-  EXPECT_THAT(log_calls_, SizeIs(1));
+  EXPECT_THAT(log_calls_, SizeIs(2));
   EXPECT_THAT(Evidence(response.findings(0)), ElementsAre("exit code 1, reason Error"));
 
   // A crash before since_time is history, not a finding.

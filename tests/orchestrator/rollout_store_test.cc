@@ -370,11 +370,18 @@ TEST_F(RolloutStoreTest, TerminalRolloutsRefuseUpdates) {
   ASSERT_TRUE(store_->Update(rollout, {StateEvent(v1::ROLLOUT_STATE_RUNNING)}).ok());
   clock_.Advance(absl::Seconds(3));
   rollout.set_state(v1::ROLLOUT_STATE_FAILED);
-  ASSERT_TRUE(store_->Update(rollout, {StateEvent(v1::ROLLOUT_STATE_FAILED)}).ok());
+  v1::WatchRolloutResponse failed = StateEvent(v1::ROLLOUT_STATE_FAILED);
+  *failed.mutable_state()->mutable_rollout() = rollout;
+  ASSERT_TRUE(store_->Update(rollout, {failed}).ok());
 
   auto got = store_->Get(rollout.id());
   EXPECT_EQ(got->state(), v1::ROLLOUT_STATE_FAILED);
   EXPECT_EQ(got->end_time().seconds(), 1'800'000'003);
+  // The event's rollout is the stored one: its times and sequence filled in.
+  const v1::Rollout& after = store_->Events(rollout.id(), 1)->at(0).state().rollout();
+  EXPECT_EQ(after.end_time().seconds(), 1'800'000'003);
+  EXPECT_EQ(after.start_time().seconds(), got->start_time().seconds());
+  EXPECT_EQ(after.last_sequence(), 2u);
 
   for (v1::RolloutState state : {v1::ROLLOUT_STATE_RUNNING, v1::ROLLOUT_STATE_SUCCEEDED}) {
     rollout.set_state(state);

@@ -209,5 +209,19 @@ TEST(ImageRepositoryTest, TakesTheContainerImageNamedAfterTheApp) {
   EXPECT_EQ(ImageRepository("not: [yaml", "c"), "c");
 }
 
+TEST(CommitLineageTest, ALaterCommitOnTheBranchIncludesAnEarlierOne) {
+  CommitLineage lineage;
+  lineage.Record("c2", "c1");
+  lineage.Record("c3", "c2");
+  lineage.Record("x2", "x1");
+  EXPECT_TRUE(lineage.Descends("c1", "c1"));
+  EXPECT_TRUE(lineage.Descends("c3", "c1"));
+  EXPECT_FALSE(lineage.Descends("c1", "c3"));  // an older commit does not include a newer one
+  EXPECT_FALSE(lineage.Descends("x2", "c1"));
+  EXPECT_FALSE(lineage.Descends("unknown", "c1"));
+  lineage.Record("loop", "loop");  // a bad link ends the walk
+  EXPECT_FALSE(lineage.Descends("loop", "c1"));
+}
+
 }  // namespace
 }  // namespace elfdeploy::orchestrator
