@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # elfdeploy on one machine: builds the binaries, starts the local peers (an OCI registry, a
 # GitOps git server, and elfdeploy-kubesim as the Kubernetes + Argo CD cluster) and every
-# elfdeploy service with the agent linked to cluster-watcher, shows each one healthy, and stops
-# them all cleanly on exit or Ctrl-C.
+# elfdeploy service with the agent linked to cluster-watcher, shows each one healthy; then seeds a
+# base image, deploys the platform's agentgateway and the example teams and MCP server with
+# `elfctl deploy` (build, push, GitOps commit, Argo CD sync, pods ready, A2A discovery), deploys a
+# broken app and shows its diagnosis; and stops everything cleanly on exit or Ctrl-C.
 #
 #   deploy/local/demo.sh           run until Ctrl-C
-#   deploy/local/demo.sh --once    stop right after the health check (used by the tests)
+#   deploy/local/demo.sh --once    stop after the flow (exit 0 only if it went as described)
 #
 # Environment: ELFDEPLOY_BUILD_DIR (default build/), ELFDEPLOY_DEMO_SKIP_BUILD=1,
-# ELFDEPLOY_DEMO_ANY_PORTS=1 (free ports instead of the defaults 5000, 9418, 6443, 7400-7404,
-# 9400-9405).
+# ELFDEPLOY_DEMO_SKIP_DEPLOY=1 (services only), ELFDEPLOY_DEMO_ANY_PORTS=1 (free ports instead of
+# the defaults 5000, 9418, 6443, 7400-7404, 9400-9405).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -100,7 +102,7 @@ if [[ ${ELFDEPLOY_DEMO_SKIP_BUILD:-0} != 1 ]]; then
   cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
   cmake --build "$build" -j 2 --target elfdeploy-orchestrator elfdeploy-builder \
     elfdeploy-registry-sync elfdeploy-manifest-publisher elfdeploy-cluster-watcher elfdeploy-agent \
-    elfdeploy-kubesim
+    elfdeploy-kubesim elfctl
 fi
 buf=$root/.tools/node_modules/.bin/buf
 export BUF_CACHE_DIR=$state/buf-cache
@@ -141,7 +143,8 @@ export GITOPS_REPO=git://127.0.0.1:$git_port/gitops.git
 # The cluster: kubesim plays the Kubernetes API, Argo CD (following the GitOps repo) and a node
 # (asking the registry for every image). The agent reaches it through a kubeconfig.
 start kubesim "$state/logs/kubesim.log" "$bin/elfdeploy-kubesim" --listen_addr="127.0.0.1:$kube_port" \
-  --gitops_repo="$GITOPS_REPO" --gitops_prefix=elf-automations --cache_dir="$state/kubesim"
+  --gitops_repo="$GITOPS_REPO" --gitops_prefix=elf-automations --cache_dir="$state/kubesim" \
+  --container_start_delay=300ms --crash_after=1s --crash_backoff=1s --crash_backoff_max=4s
 wait_for_port "$kube_port" || die "kubesim did not start: $(cat "$state/logs/kubesim.log")"
 cat >"$state/kubeconfig" <<YAML
 apiVersion: v1
@@ -175,12 +178,24 @@ start_service() {
   fi
   start "elfdeploy-$s" "$state/logs/$s.log" "$bin/elfdeploy-$s" "${args[@]}"
 }
-for s in "${services[@]}"; do start_service "$s"; done
-for s in "${services[@]}"; do
-  metrics_addr[$s]=$(serving_addr "$state/logs/$s.log" metrics_addr) ||
-    die "elfdeploy-$s did not start: $(cat "$state/logs/$s.log")"
-  grpc_addr[$s]=$(serving_addr "$state/logs/$s.log" grpc_addr)
-done
+# started_service S: waits for S's "serving" line and records its addresses.
+started_service() {
+  metrics_addr[$1]=$(serving_addr "$state/logs/$1.log" metrics_addr) ||
+    die "elfdeploy-$1 did not start: $(cat "$state/logs/$1.log")"
+  grpc_addr[$1]=$(serving_addr "$state/logs/$1.log" grpc_addr)
+}
+for s in builder registry-sync manifest-publisher; do start_service "$s"; done
+for s in builder registry-sync manifest-publisher; do started_service "$s"; done
+# Each client is pointed at the address its peer actually took.
+export ELFDEPLOY_WATCHER_REGISTRY_SYNC_ADDR=${grpc_addr[registry-sync]}
+start_service cluster-watcher
+started_service cluster-watcher
+export ELFDEPLOY_ORCHESTRATOR_BUILDER_ADDR=${grpc_addr[builder]}
+export ELFDEPLOY_ORCHESTRATOR_REGISTRY_SYNC_ADDR=${grpc_addr[registry-sync]}
+export ELFDEPLOY_ORCHESTRATOR_MANIFEST_PUBLISHER_ADDR=${grpc_addr[manifest-publisher]}
+export ELFDEPLOY_ORCHESTRATOR_CLUSTER_WATCHER_ADDR=${grpc_addr[cluster-watcher]}
+start_service orchestrator
+started_service orchestrator
 # The agent dials the watcher wherever it listens.
 export ELFDEPLOY_AGENT_WATCHER_ADDR=${grpc_addr[cluster-watcher]}
 start_service agent
@@ -222,6 +237,54 @@ say "all ${#services[@]} services SERVING, agent linked. Try:"
 echo "    $buf curl --protocol grpc --http2-prior-knowledge --list-services http://${grpc_addr[orchestrator]}"
 echo "    $buf curl --protocol grpc --http2-prior-knowledge -d '{}' http://${grpc_addr[cluster-watcher]}/elfdeploy.v1.ClusterWatcherService/ListClusters"
 echo "    logs: $state/logs (removed when the demo stops)"
+
+if [[ ${ELFDEPLOY_DEMO_SKIP_DEPLOY:-0} != 1 ]]; then
+  elfctl=$bin/elfctl
+  export ELFDEPLOY_ORCHESTRATOR=${grpc_addr[orchestrator]}
+  export ELFDEPLOY_CLUSTER_WATCHER=${grpc_addr[cluster-watcher]}
+  rpc() { "$buf" curl --protocol grpc --http2-prior-knowledge -d "$2" "http://$1"; }
+
+  say "seeding the base image the examples build FROM (built by elfdeploy-builder, pushed by registry-sync)"
+  base=$DOCKER_REGISTRY/elf/python-base:3.11
+  built=$(rpc "${grpc_addr[builder]}/elfdeploy.v1.BuilderService/Build" \
+    "{\"context_dir\": \"$root/deploy/local/base/python-base\", \"tags\": [\"python-base:3.11\"]}" 2>&1) ||
+    die "building the base image failed: $built"
+  layout=$(sed -nE 's/.*"layoutReference": "([^"]+)".*/\1/p' <<<"$built")
+  [[ -n $layout ]] || die "the base image build gave no layout: $built"
+  copied=$(rpc "${grpc_addr[registry-sync]}/elfdeploy.v1.RegistrySyncService/Copy" \
+    "{\"source\": \"$layout\", \"destination\": \"docker://$base\"}" 2>&1) ||
+    die "pushing the base image failed: $copied"
+  echo "    $base"
+
+  say "deploying the platform's agentgateway: elfctl deploy deploy/local/platform"
+  "$elfctl" deploy "$root/deploy/local/platform" --build_arg "BASE=$base" --skip_discovery ||
+    die "the agentgateway rollout did not succeed; logs: $state/logs"
+
+  say "deploying the example teams and MCP server: elfctl deploy deploy/local/examples"
+  "$elfctl" deploy "$root/deploy/local/examples" --build_arg "BASE=$base" ||
+    die "the examples rollout did not succeed; logs: $state/logs"
+  rollout=$("$elfctl" rollouts --limit 1 --output json | sed -nE 's/.*"id": "([^"]+)".*/\1/p' | head -1)
+
+  say "where to look"
+  printf '    %-14s %s\n' "rollout" "$elfctl status $rollout --orchestrator $ELFDEPLOY_ORCHESTRATOR"
+  printf '    %-14s %s\n' "GitOps repo" "git clone $GITOPS_REPO   (elf-automations/)"
+  printf '    %-14s %s\n' "registry" "skopeo list-tags --tls-verify=false docker://$DOCKER_REGISTRY/elf-automations/executive-team"
+  printf '    %-14s %s\n' "cluster" "curl http://127.0.0.1:$kube_port/api/v1/namespaces/elf-automations/pods"
+  for s in "${services[@]}" agent; do
+    printf '    %-14s %s\n' "metrics" "http://${metrics_addr[$s]}/metrics   (elfdeploy-$s)"
+  done
+
+  say "deploying a broken app: flaky-team crashes at start (deploy/local/broken)"
+  if "$elfctl" deploy "$root/deploy/local/broken" --build_arg "BASE=$base" --skip_discovery \
+    --timeout_rollout 30s; then
+    die "the broken app's rollout succeeded"
+  fi
+  say "its diagnosis: elfctl diagnose flaky-team"
+  if "$elfctl" diagnose flaky-team --namespace elf-automations; then
+    die "no finding for the broken app"
+  fi
+  say "demo flow done"
+fi
 
 if ((once)); then
   exit 0

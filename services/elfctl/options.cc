@@ -188,6 +188,15 @@ const std::vector<FlagSpec>& Flags() {
          if (o.apps.empty()) return absl::InvalidArgumentError("empty app name");
          return absl::OkStatus();
        }},
+      {"build_arg", "KEY=VALUE", kDeploy, "build arg for every app (repeatable), e.g. BASE=...",
+       [](Options& o, absl::string_view v) {
+         std::pair<std::string, std::string> kv = absl::StrSplit(v, absl::MaxSplits('=', 1));
+         if (kv.first.empty() || !absl::StrContains(v, '=')) {
+           return absl::InvalidArgumentError(absl::StrCat("bad build arg \"", v, "\" (KEY=VALUE)"));
+         }
+         o.build_args[kv.first] = kv.second;
+         return absl::OkStatus();
+       }},
       {"skip_discovery", nullptr, kDeploy, "do not wait for the apps to be discovered",
        Bool(&Options::skip_discovery)},
       {"no_cache", nullptr, kDeploy, "rebuild and push even unchanged apps",
@@ -521,6 +530,7 @@ absl::StatusOr<v1::DeployRequest> BuildDeployRequest(const Options& options) {
   }
   request.mutable_verify()->set_skip_discovery(options.skip_discovery);
   request.set_no_cache(options.no_cache);
+  for (const auto& [key, value] : options.build_args) (*request.mutable_build_args())[key] = value;
   request.set_request_id(options.request_id);
   request.set_message(options.message);
   return request;

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -50,6 +51,7 @@ struct Options {
   std::string namespace_;                                 // also diagnose
   absl::Duration rollout_timeout = absl::ZeroDuration();  // zero: the orchestrator's default
   std::vector<std::string> apps;                          // distinct, in the order given
+  std::map<std::string, std::string> build_args;          // every app's
   bool skip_discovery = false;
   bool no_cache = false;
   std::string request_id;

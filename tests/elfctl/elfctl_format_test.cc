@@ -216,11 +216,31 @@ TEST_F(DeployRequestTest, AppsAreFoundInTeamsMcpsThenAnyGroup) {
 TEST_F(DeployRequestTest, SourceDirIsAbsoluteAndFlagsAreCarried) {
   const std::string cwd = std::filesystem::current_path().string();
   ASSERT_EQ(chdir(root_.c_str()), 0);
-  absl::StatusOr<Options> options =
-      ParseArgs({"deploy", "--app", "exec,lint", "--namespace", "ns", "--gitops_repo", "git://g",
-                 "--branch", "b", "--path_prefix", "p", "--timeout_rollout", "90s",
-                 "--skip_discovery", "--no_cache", "--request_id", "req", "--message", "msg"});
+  absl::StatusOr<Options> options = ParseArgs({"deploy",
+                                               "--app",
+                                               "exec,lint",
+                                               "--namespace",
+                                               "ns",
+                                               "--gitops_repo",
+                                               "git://g",
+                                               "--branch",
+                                               "b",
+                                               "--path_prefix",
+                                               "p",
+                                               "--timeout_rollout",
+                                               "90s",
+                                               "--skip_discovery",
+                                               "--no_cache",
+                                               "--request_id",
+                                               "req",
+                                               "--message",
+                                               "msg",
+                                               "--build_arg",
+                                               "BASE=reg:5000/base:1",
+                                               "--build_arg=EMPTY="});
   ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(ParseArgs({"deploy", "--build_arg", "NOEQUALS"}).status().code(),
+            absl::StatusCode::kInvalidArgument);
   absl::StatusOr<v1::DeployRequest> request = BuildDeployRequest(*options);
   options->dir = "teams/..//";
   absl::StatusOr<v1::DeployRequest> dotted = BuildDeployRequest(*options);
@@ -243,6 +263,8 @@ TEST_F(DeployRequestTest, SourceDirIsAbsoluteAndFlagsAreCarried) {
   EXPECT_TRUE(request->no_cache());
   EXPECT_EQ(request->request_id(), "req");
   EXPECT_EQ(request->message(), "msg");
+  EXPECT_EQ(request->build_args().at("BASE"), "reg:5000/base:1");
+  EXPECT_EQ(request->build_args().at("EMPTY"), "");
 
   ASSERT_TRUE(dotted.ok()) << dotted.status();
   EXPECT_EQ(dotted->source_dir(), root_);

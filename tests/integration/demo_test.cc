@@ -47,6 +47,7 @@ TEST(DemoTest, CtrlCStopsEveryProcessCleanly) {
     setenv("ELFDEPLOY_BUILD_DIR", ELFDEPLOY_BUILD_DIR, 1);
     setenv("ELFDEPLOY_DEMO_SKIP_BUILD", "1", 1);
     setenv("ELFDEPLOY_DEMO_ANY_PORTS", "1", 1);
+    setenv("ELFDEPLOY_DEMO_SKIP_DEPLOY", "1", 1);  // the flow itself: LocalDemo (--once)
     std::string script = absl::StrCat(ELFDEPLOY_SOURCE_DIR, "/deploy/local/demo.sh");
     execl(script.c_str(), script.c_str(), nullptr);
     _exit(127);
