@@ -110,6 +110,10 @@ void BindOrchestratorConfig(ConfigBinder& binder, OrchestratorOptions* options) 
   binder.Bind("orchestrator.cluster_watcher_addr", &options->cluster_watcher_addr);
   binder.Bind("orchestrator.data_dir", &options->data_dir);
   binder.Bind("orchestrator.namespace", &options->namespace_);
+  binder.Bind("orchestrator.max_parallel_builds", &options->max_parallel_builds);
+  binder.Bind("orchestrator.poll_interval", &options->poll_interval);
+  binder.Bind("orchestrator.settle", &options->settle);
+  binder.Bind("orchestrator.default_timeout", &options->default_timeout);
 }
 
 namespace {
@@ -128,11 +132,16 @@ class OrchestratorComponent final : public Component {
                                        grpc::InsecureChannelCredentials())),
         cluster_(
             grpc::CreateChannel(options.cluster_watcher_addr, grpc::InsecureChannelCredentials())),
-        orchestrator_(std::move(store), builder_, registry_, publisher_, cluster_,
-                      orchestrator::DeployDefaults{options.registry, options.gitops_repo,
-                                                   options.gitops_branch,
-                                                   options.gitops_path_prefix, options.namespace_},
-                      orchestrator::RunnerOptions{}, std::move(metrics)),
+        orchestrator_(
+            std::move(store), builder_, registry_, publisher_, cluster_,
+            orchestrator::DeployDefaults{options.registry, options.gitops_repo,
+                                         options.gitops_branch, options.gitops_path_prefix,
+                                         options.namespace_},
+            orchestrator::RunnerOptions{.max_parallel_builds = options.max_parallel_builds,
+                                        .poll_interval = options.poll_interval,
+                                        .default_timeout = options.default_timeout,
+                                        .settle = options.settle},
+            std::move(metrics)),
         service_(orchestrator_) {
     orchestrator_.Start();
   }
@@ -154,6 +163,15 @@ class OrchestratorComponent final : public Component {
 
 absl::StatusOr<std::unique_ptr<Component>> MakeOrchestratorServices(
     const OrchestratorOptions& options, std::shared_ptr<prometheus::Registry> metrics) {
+  if (options.max_parallel_builds < 1) {
+    return absl::InvalidArgumentError("orchestrator.max_parallel_builds must be at least 1");
+  }
+  if (options.poll_interval <= absl::ZeroDuration() ||
+      options.default_timeout <= absl::ZeroDuration() || options.settle < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "orchestrator.poll_interval and orchestrator.default_timeout must be positive, "
+        "orchestrator.settle not negative");
+  }
   absl::StatusOr<std::unique_ptr<orchestrator::RolloutStore>> store =
       orchestrator::RolloutStore::Open({options.data_dir});
   if (!store.ok()) return store.status();

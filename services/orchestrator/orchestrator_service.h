@@ -50,6 +50,12 @@ struct OrchestratorOptions {
   std::string data_dir = "/var/lib/elfdeploy/orchestrator";
   // Namespace apps are deployed into when a request names none.
   std::string namespace_ = "elf-automations";
+  // Builds and pushes at once, verification poll, time an app must stay ready, and the deadline
+  // of a rollout whose request sets none (RunnerOptions).
+  int max_parallel_builds = 2;
+  absl::Duration poll_interval = absl::Milliseconds(500);
+  absl::Duration settle = absl::Seconds(5);
+  absl::Duration default_timeout = absl::Minutes(15);
 };
 
 // Binds `registry`, `gitops.*` and `orchestrator.*` config keys, with the seed's environment
