@@ -63,7 +63,8 @@ absl::Duration RolloutDuration(const v1::Rollout& rollout, absl::Time now) {
 
 std::string FindingHeadline(absl::string_view app, const v1::Finding& finding) {
   std::string kind = FindingKindName(finding.kind());
-  if (!finding.reason().empty()) absl::StrAppend(&kind, "/", finding.reason());
+  if (!finding.reason().empty() && finding.reason() != kind)
+    absl::StrAppend(&kind, "/", finding.reason());
   std::string severity = SeverityName(finding.severity());
   if (finding.fatal()) severity = severity == "-" ? "fatal" : absl::StrCat(severity, ", fatal");
   return absl::StrCat(app.empty() ? "(rollout)" : app, "  ", kind, " (", severity,
