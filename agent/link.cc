@@ -1,7 +1,9 @@
 #include "agent/link.h"
 
 #include <grpcpp/grpcpp.h>
+#include <malloc.h>
 
+#include <algorithm>
 #include <deque>
 #include <fstream>
 #include <memory>
@@ -22,6 +24,8 @@ namespace elfdeploy::agent {
 namespace {
 
 using google::protobuf::util::TimeUtil;
+
+constexpr uint64_t kTrimAfterEvents = 4096;
 
 absl::StatusOr<std::string> ReadPem(const std::string& path, const char* what) {
   std::ifstream in(path);
@@ -170,10 +174,20 @@ absl::Status AgentLink::Session(const std::function<bool()>& cancelled) {
   auto replies = std::make_shared<ReplyQueue>();
   std::thread reader([&] {
     v1::ConnectResponse message;
+    uint64_t acked = 0;
+    uint64_t trimmed_at = 0;
     while (stream->Read(&message)) {
       last_received = absl::ToUnixNanos(absl::Now());
       if (message.has_ack()) {
-        if (message.ack().agent_epoch() == epoch_) buffer_.Ack(message.ack().sequence());
+        if (message.ack().agent_epoch() != epoch_) continue;
+        buffer_.Ack(message.ack().sequence());
+        acked = std::max(acked, message.ack().sequence());
+        // A burst (a list of thousands of objects) leaves freed pages behind once acked; give
+        // them back when the buffer has drained.
+        if (acked - trimmed_at >= kTrimAfterEvents && buffer_.size() == 0) {
+          malloc_trim(0);
+          trimmed_at = acked;
+        }
       } else if (message.has_request()) {
         // Requests run beside the stream: a slow log read never holds up events or acks.
         std::thread([request = message.request(), replies, handler = handler_,

@@ -52,6 +52,7 @@ absl::Status KubeError(long http_status, const std::string& body, const std::str
 }
 
 KubeClient::KubeClient(KubeConfig config) : config_(std::move(config)) {
+  http_options_.server = config_.server;
   http_options_.ca_file = config_.ca_file;
   http_options_.ca_pem = config_.ca_pem;
   http_options_.insecure_skip_verify = config_.insecure_skip_tls_verify;
@@ -59,23 +60,24 @@ KubeClient::KubeClient(KubeConfig config) : config_(std::move(config)) {
   http_options_.client_key_file = config_.client_key_file;
   http_options_.client_cert_pem = config_.client_cert_pem;
   http_options_.client_key_pem = config_.client_key_pem.Reveal();
-  http_options_.timeout = kRequestTimeout;
-  http_options_.follow_redirects = false;
+  http_options_.read_timeout = kRequestTimeout;
 }
 
 KubeClient::~KubeClient() = default;
 
-std::unique_ptr<HttpClient> KubeClient::Take() {
-  absl::MutexLock lock(&mu_);
-  if (!idle_.empty()) {
-    std::unique_ptr<HttpClient> client = std::move(idle_.back());
-    idle_.pop_back();
-    return client;
+absl::StatusOr<std::unique_ptr<KubeHttp>> KubeClient::Take() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (!idle_.empty()) {
+      std::unique_ptr<KubeHttp> client = std::move(idle_.back());
+      idle_.pop_back();
+      return client;
+    }
   }
-  return std::make_unique<HttpClient>(http_options_);
+  return KubeHttp::Create(http_options_);
 }
 
-void KubeClient::Give(std::unique_ptr<HttpClient> client) {
+void KubeClient::Give(std::unique_ptr<KubeHttp> client) {
   absl::MutexLock lock(&mu_);
   if (idle_.size() < 8) idle_.push_back(std::move(client));
 }
@@ -103,31 +105,25 @@ absl::StatusOr<std::string> KubeClient::Token() {
   return token_;
 }
 
-absl::StatusOr<HttpRequest> KubeClient::MakeRequest(const std::string& method,
-                                                    const std::string& path) {
-  HttpRequest request;
-  request.method = method;
-  request.url = absl::StrCat(config_.server, path);
+absl::StatusOr<KubeHttp::Headers> KubeClient::MakeHeaders() {
   absl::StatusOr<std::string> token = Token();
   if (!token.ok()) return token.status();
-  if (!token->empty())
-    request.headers.emplace_back("Authorization", absl::StrCat("Bearer ", *token));
-  request.headers.emplace_back("Accept", "application/json");
-  request.headers.emplace_back("User-Agent", "elfdeploy-agent");
-  return request;
+  KubeHttp::Headers headers = {{"Accept", "application/json"}, {"User-Agent", "elfdeploy-agent"}};
+  if (!token->empty()) headers.emplace_back("Authorization", absl::StrCat("Bearer ", *token));
+  return headers;
 }
 
 absl::StatusOr<json> KubeClient::Call(const std::string& method, const std::string& path,
                                       const std::string& content_type, const std::string& body) {
-  absl::StatusOr<HttpRequest> request = MakeRequest(method, path);
-  if (!request.ok()) return request.status();
-  if (!content_type.empty()) request->headers.emplace_back("Content-Type", content_type);
-  request->body = body;
-  std::unique_ptr<HttpClient> client = Take();
-  absl::StatusOr<HttpResponse> response = client->Do(*request);
-  if (response.ok()) Give(std::move(client));
+  absl::StatusOr<KubeHttp::Headers> headers = MakeHeaders();
+  if (!headers.ok()) return headers.status();
+  absl::StatusOr<std::unique_ptr<KubeHttp>> client = Take();
+  if (!client.ok()) return client.status();
+  absl::StatusOr<KubeHttpResponse> response =
+      (*client)->Do(method, path, *headers, content_type, body);
+  if (response.ok()) Give(*std::move(client));
   std::string what = absl::StrCat(method, " ", path);
-  if (!response.ok()) return absl::UnavailableError(std::string(response.status().message()));
+  if (!response.ok()) return response.status();
   if (response->status < 200 || response->status >= 300) {
     return KubeError(response->status, response->body, what);
   }
@@ -153,12 +149,13 @@ absl::StatusOr<json> KubeClient::MergePatch(const std::string& path, const json&
 }
 
 absl::StatusOr<std::string> KubeClient::GetText(const std::string& path) {
-  absl::StatusOr<HttpRequest> request = MakeRequest("GET", path);
-  if (!request.ok()) return request.status();
-  std::unique_ptr<HttpClient> client = Take();
-  absl::StatusOr<HttpResponse> response = client->Do(*request);
-  if (response.ok()) Give(std::move(client));
-  if (!response.ok()) return absl::UnavailableError(std::string(response.status().message()));
+  absl::StatusOr<KubeHttp::Headers> headers = MakeHeaders();
+  if (!headers.ok()) return headers.status();
+  absl::StatusOr<std::unique_ptr<KubeHttp>> client = Take();
+  if (!client.ok()) return client.status();
+  absl::StatusOr<KubeHttpResponse> response = (*client)->Do("GET", path, *headers, "", "");
+  if (response.ok()) Give(*std::move(client));
+  if (!response.ok()) return response.status();
   if (response->status < 200 || response->status >= 300) {
     return KubeError(response->status, response->body, absl::StrCat("GET ", path));
   }
@@ -168,12 +165,11 @@ absl::StatusOr<std::string> KubeClient::GetText(const std::string& path) {
 absl::Status KubeClient::Watch(const std::string& path,
                                const std::function<bool(const std::string&, json&)>& on_event,
                                const std::function<bool()>& cancelled) {
-  absl::StatusOr<HttpRequest> request = MakeRequest("GET", path);
-  if (!request.ok()) return request.status();
+  absl::StatusOr<KubeHttp::Headers> headers = MakeHeaders();
+  if (!headers.ok()) return headers.status();
   std::string pending;
   absl::Status stopped;
-  request->cancelled = cancelled;
-  request->body_sink = [&](absl::string_view chunk) {
+  auto sink = [&](absl::string_view chunk) {
     pending.append(chunk.data(), chunk.size());
     size_t start = 0;
     for (size_t newline; (newline = pending.find('\n', start)) != std::string::npos;
@@ -197,11 +193,10 @@ absl::Status KubeClient::Watch(const std::string& path,
     pending.erase(0, start);
     return true;
   };
-  // A watch lasts until the server's timeoutSeconds; only the connection has a deadline.
-  HttpClientOptions options = http_options_;
-  options.timeout = absl::ZeroDuration();
-  HttpClient client(options);
-  absl::StatusOr<HttpResponse> response = client.Do(*request);
+  // A watch has its own connection: it lasts until the server's timeoutSeconds.
+  absl::StatusOr<std::unique_ptr<KubeHttp>> client = KubeHttp::Create(http_options_);
+  if (!client.ok()) return client.status();
+  absl::StatusOr<KubeHttpResponse> response = (*client)->Stream(path, *headers, sink, cancelled);
   if (!stopped.ok()) return stopped;
   if (!response.ok()) return response.status();
   if (response->status < 200 || response->status >= 300) {

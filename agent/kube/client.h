@@ -10,12 +10,12 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "agent/kube/config.h"
+#include "agent/kube/http.h"
 #include "nlohmann/json.hpp"
-#include "services/common/http_client.h"
 
 namespace elfdeploy::agent {
 
-// The Kubernetes REST API over libcurl. Thread-safe; connections are pooled and reused.
+// The Kubernetes REST API over KubeHttp. Thread-safe; connections are pooled and reused.
 //
 // Errors come from the API server's Status object: 404 NOT_FOUND, 401 UNAUTHENTICATED,
 // 403 PERMISSION_DENIED, 409 ALREADY_EXISTS (AlreadyExists) or ABORTED (Conflict),
@@ -49,17 +49,17 @@ class KubeClient {
   const KubeConfig& config() const { return config_; }
 
  private:
-  std::unique_ptr<HttpClient> Take();
-  void Give(std::unique_ptr<HttpClient> client);
+  absl::StatusOr<std::unique_ptr<KubeHttp>> Take();
+  void Give(std::unique_ptr<KubeHttp> client);
   absl::StatusOr<std::string> Token();
-  absl::StatusOr<HttpRequest> MakeRequest(const std::string& method, const std::string& path);
+  absl::StatusOr<KubeHttp::Headers> MakeHeaders();
   absl::StatusOr<nlohmann::json> Call(const std::string& method, const std::string& path,
                                       const std::string& content_type, const std::string& body);
 
   const KubeConfig config_;
-  HttpClientOptions http_options_;
+  KubeHttpOptions http_options_;
   absl::Mutex mu_;
-  std::vector<std::unique_ptr<HttpClient>> idle_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<KubeHttp>> idle_ ABSL_GUARDED_BY(mu_);
   std::string token_ ABSL_GUARDED_BY(mu_);
   absl::Time token_mtime_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
 };

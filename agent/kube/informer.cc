@@ -53,7 +53,7 @@ void Informer::Apply(Change change, const json& object) {
   } else {
     Known& known = known_[key];
     known.resource_version = ResourceVersion(object);
-    known.last = trim_ ? trim_(object) : object;
+    known.last = trim_ ? trim_(object).dump() : object.dump();
   }
   if (handler_.on_change) handler_.on_change(change, object);
 }
@@ -101,7 +101,7 @@ absl::StatusOr<std::string> Informer::Relist(const std::function<bool()>& cancel
     if (!listed.contains(key)) gone.push_back(key);
   }
   for (const std::string& key : gone) {
-    json last = known_[key].last;
+    json last = json::parse(known_[key].last);
     Apply(Change::kDeleted, last);
   }
   if (handler_.on_synced) handler_.on_synced(resource_version);

@@ -20,7 +20,7 @@ struct InformerOptions {
   std::string path;
   std::string label_selector = {};
   // Items per list page (limit/continue).
-  int64_t page_size = 500;
+  int64_t page_size = 100;
   // timeoutSeconds of each watch request; the watch is then resumed from the last version.
   absl::Duration watch_timeout = absl::Minutes(5);
   // Reconnect backoff: doubles from initial to max, with full jitter.
@@ -64,7 +64,9 @@ class Informer {
  private:
   struct Known {
     std::string resource_version;
-    nlohmann::json last;
+    // The trimmed last state, serialized: a few hundred bytes where the parsed form takes
+    // kilobytes, for thousands of objects; parsed only for a deletion found by a relist.
+    std::string last;
   };
 
   // Lists everything (all pages) and reports the differences; the list's resourceVersion.

@@ -192,6 +192,30 @@ TEST_F(KubeTest, TlsWithPinnedCaTokenAndStatusErrors) {
   unpinned.ca_file.clear();
   EXPECT_EQ(KubeClient(unpinned).Get("/api/v1/pods").status().code(),
             absl::StatusCode::kUnavailable);
+
+  // The CA as PEM text (a kubeconfig's certificate-authority-data) pins it the same way.
+  absl::StatusOr<std::string> pem = harness::ReadFile(dir_->Join("cert.pem"));
+  ASSERT_TRUE(pem.ok());
+  KubeConfig inline_ca = unpinned;
+  inline_ca.ca_pem = *pem;
+  EXPECT_TRUE(KubeClient(inline_ca).Get("/api/v1/pods").ok());
+  absl::StatusOr<harness::CommandResult> other = harness::RunCommand(
+      {.argv = {"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", dir_->Join("other.key"),
+                "-out", dir_->Join("other.pem"), "-days", "2", "-subj", "/CN=localhost"}});
+  ASSERT_TRUE(other.ok() && other->exit_code == 0);
+  KubeConfig other_ca = unpinned;
+  other_ca.ca_pem = *harness::ReadFile(dir_->Join("other.pem"));
+  EXPECT_EQ(KubeClient(other_ca).Get("/api/v1/pods").status().code(),
+            absl::StatusCode::kUnavailable);
+  KubeConfig not_pem = unpinned;
+  not_pem.ca_pem = "PEM-CA";
+  EXPECT_EQ(KubeClient(not_pem).Get("/api/v1/pods").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // insecure-skip-tls-verify: no CA needed.
+  KubeConfig insecure = unpinned;
+  insecure.insecure_skip_tls_verify = true;
+  EXPECT_TRUE(KubeClient(insecure).Get("/api/v1/pods").ok());
 }
 
 TEST_F(KubeTest, TokenFileIsReadAgainWhenItRotates) {
