@@ -438,6 +438,12 @@ absl::StatusOr<std::unique_ptr<ClusterWatcherComponent>> MakeClusterWatcherServi
       if (now > before) duplicates.Increment(static_cast<double>(now - before));
     };
     link_metrics.agents_connected = [&connected](int n) { connected.Set(n); };
+    component->ExportPodsNotReady(
+        prometheus::BuildGauge()
+            .Name("elfdeploy_watcher_pods_not_ready")
+            .Help("Pods not ready, by cluster, namespace and reason (as kubectl get pods says it).")
+            .Register(*metrics),
+        absl::Seconds(5));
     link_metrics.lag = [&lag](double seconds) { lag.Observe(seconds); };
   }
   auto link =
@@ -449,6 +455,53 @@ absl::StatusOr<std::unique_ptr<ClusterWatcherComponent>> MakeClusterWatcherServi
                      component->state(), options.watch_heartbeat, hub, options));
   component->Add(v1::AgentLinkService::service_full_name(), std::move(link));
   return component;
+}
+
+ClusterWatcherComponent::~ClusterWatcherComponent() { Stop(); }
+
+void ClusterWatcherComponent::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  if (refresher_.joinable()) refresher_.join();
+  if (link_ != nullptr) link_->Shutdown();
+  state_->Shutdown();
+}
+
+void ClusterWatcherComponent::ExportPodsNotReady(prometheus::Family<prometheus::Gauge>& family,
+                                                 absl::Duration period) {
+  refresher_ = std::thread([this, &family, period] {
+    absl::MutexLock lock(&mu_);
+    while (!stopping_) {
+      mu_.Unlock();
+      RefreshPodsNotReady(family);
+      mu_.Lock();
+      mu_.AwaitWithTimeout(absl::Condition(&stopping_), period);
+    }
+  });
+}
+
+void ClusterWatcherComponent::RefreshPodsNotReady(prometheus::Family<prometheus::Gauge>& family) {
+  absl::StatusOr<v1::ListClustersResponse> clusters = state_->ListClusters({});
+  if (!clusters.ok()) return;
+  std::map<std::vector<std::string>, prometheus::Gauge*> now;
+  for (const v1::Cluster& cluster : clusters->clusters()) {
+    absl::StatusOr<watcher::ClusterState::Snapshot> snapshot = state_->GetSnapshot(cluster.name());
+    if (!snapshot.ok()) continue;
+    for (const auto& [where, count] : watcher::CountNotReady(snapshot->pods)) {
+      std::vector<std::string> key = {cluster.name(), where.first, where.second};
+      prometheus::Gauge& gauge =
+          family.Add({{"cluster", key[0]}, {"namespace", key[1]}, {"reason", key[2]}});
+      gauge.Set(count);
+      now.emplace(std::move(key), &gauge);
+    }
+  }
+  for (const auto& [key, gauge] : not_ready_) {
+    if (!now.contains(key)) family.Remove(gauge);
+  }
+  not_ready_ = std::move(now);
 }
 
 }  // namespace elfdeploy

@@ -1,13 +1,19 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "elfdeploy/v1/agent_link.grpc.pb.h"
 #include "elfdeploy/v1/cluster_watcher.grpc.pb.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
 #include "prometheus/registry.h"
 #include "services/cluster_watcher/agent_link_service.h"
 #include "services/cluster_watcher/state.h"
@@ -110,15 +116,22 @@ class ClusterWatcherComponent : private internal::ClusterStateHolder, public Ser
       : internal::ClusterStateHolder{std::move(state)} {}
   // The state the services share (e.g. for the agent link).
   const std::shared_ptr<watcher::ClusterState>& state() const { return state_; }
+  ~ClusterWatcherComponent() override;
   // The agent link, set once by MakeClusterWatcherServices.
   void set_link(watcher::AgentLinkService* link) { link_ = link; }
-  void Stop() override {
-    if (link_ != nullptr) link_->Shutdown();
-    state_->Shutdown();
-  }
+  // Keeps elfdeploy_watcher_pods_not_ready{cluster,namespace,reason} up to date every `period`.
+  void ExportPodsNotReady(prometheus::Family<prometheus::Gauge>& family, absl::Duration period);
+  void Stop() override;
 
  private:
+  void RefreshPodsNotReady(prometheus::Family<prometheus::Gauge>& family);
+
   watcher::AgentLinkService* link_ = nullptr;
+  absl::Mutex mu_;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread refresher_;
+  // The series set last time, to remove those whose pods recovered.
+  std::map<std::vector<std::string>, prometheus::Gauge*> not_ready_;
 };
 
 // Opens the ClusterState in options.data_dir (INVALID_ARGUMENT for bad options, INTERNAL when the

@@ -1440,4 +1440,38 @@ absl::StatusOr<std::unique_ptr<ClusterState>> ClusterState::Open(Options options
   return std::unique_ptr<ClusterState>(std::make_unique<ClusterStateImpl>(std::move(core)));
 }
 
+std::string NotReadyReason(const v1::Pod& pod) {
+  if (pod.ready() || pod.phase() == v1::POD_PHASE_SUCCEEDED) return "";
+  for (const auto* statuses : {&pod.init_container_statuses(), &pod.container_statuses()}) {
+    for (const v1::ContainerStatus& status : *statuses) {
+      if (status.state().has_waiting() && !status.state().waiting().reason().empty()) {
+        return status.state().waiting().reason();
+      }
+    }
+  }
+  for (const v1::ContainerStatus& status : pod.container_statuses()) {
+    if (status.state().has_terminated() && !status.state().terminated().reason().empty()) {
+      return status.state().terminated().reason();
+    }
+  }
+  if (!pod.reason().empty()) return pod.reason();
+  switch (pod.phase()) {
+    case v1::POD_PHASE_PENDING:
+      return "Pending";
+    case v1::POD_PHASE_FAILED:
+      return "Failed";
+    default:
+      return "NotReady";
+  }
+}
+
+std::map<std::pair<std::string, std::string>, int> CountNotReady(const std::vector<v1::Pod>& pods) {
+  std::map<std::pair<std::string, std::string>, int> counts;
+  for (const v1::Pod& pod : pods) {
+    std::string reason = NotReadyReason(pod);
+    if (!reason.empty()) ++counts[{pod.meta().namespace_(), std::move(reason)}];
+  }
+  return counts;
+}
+
 }  // namespace elfdeploy::watcher

@@ -2,6 +2,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -126,5 +127,14 @@ class ClusterState {
   // Wakes every subscription (they return CANCELLED) and refuses further writes.
   virtual void Shutdown() = 0;
 };
+
+// Why a pod is not ready, in the words of `kubectl get pods`' STATUS column: the first waiting
+// container's reason (CrashLoopBackOff, ImagePullBackOff, ErrImagePull, ContainerCreating, ...),
+// else a terminated container's reason, else the pod's reason or phase ("Pending", "Failed"),
+// else "NotReady". Empty for a ready pod and for a pod that completed (Succeeded).
+std::string NotReadyReason(const v1::Pod& pod);
+
+// Pods not ready per (namespace, reason).
+std::map<std::pair<std::string, std::string>, int> CountNotReady(const std::vector<v1::Pod>& pods);
 
 }  // namespace elfdeploy::watcher

@@ -874,5 +874,49 @@ TEST_F(StateTest, FsyncedThroughputSmoke) {
   EXPECT_EQ(state_->latest_sequence(), static_cast<uint64_t>(kEvents));
 }
 
+TEST(NotReadyTest, ReasonsAsKubectlShowsThem) {
+  auto pod = [](const std::string& ns, const std::string& name) {
+    v1::Pod p;
+    p.mutable_meta()->set_namespace_(ns);
+    p.mutable_meta()->set_name(name);
+    p.set_phase(v1::POD_PHASE_RUNNING);
+    return p;
+  };
+  v1::Pod ready = pod("a", "ready");
+  ready.set_ready(true);
+  v1::Pod crashing = pod("a", "crashing");
+  crashing.add_container_statuses()->mutable_state()->mutable_waiting()->set_reason(
+      "CrashLoopBackOff");
+  v1::Pod pulling = pod("a", "pulling");
+  pulling.set_phase(v1::POD_PHASE_PENDING);
+  pulling.add_container_statuses()->mutable_state()->mutable_waiting()->set_reason(
+      "ImagePullBackOff");
+  v1::Pod pending = pod("b", "pending");
+  pending.set_phase(v1::POD_PHASE_PENDING);
+  v1::Pod oom = pod("b", "oom");
+  oom.add_container_statuses()->mutable_state()->mutable_terminated()->set_reason("OOMKilled");
+  v1::Pod starting = pod("b", "starting");
+  v1::Pod done = pod("b", "done");
+  done.set_phase(v1::POD_PHASE_SUCCEEDED);
+  v1::Pod crashing2 = pod("a", "crashing2");
+  *crashing2.mutable_container_statuses() = crashing.container_statuses();
+
+  EXPECT_EQ(NotReadyReason(ready), "");
+  EXPECT_EQ(NotReadyReason(done), "");
+  EXPECT_EQ(NotReadyReason(crashing), "CrashLoopBackOff");
+  EXPECT_EQ(NotReadyReason(pulling), "ImagePullBackOff");
+  EXPECT_EQ(NotReadyReason(pending), "Pending");
+  EXPECT_EQ(NotReadyReason(oom), "OOMKilled");
+  EXPECT_EQ(NotReadyReason(starting), "NotReady");
+  std::map<std::pair<std::string, std::string>, int> counts =
+      CountNotReady({ready, crashing, pulling, pending, oom, starting, done, crashing2});
+  EXPECT_EQ(counts,
+            (std::map<std::pair<std::string, std::string>, int>{{{"a", "CrashLoopBackOff"}, 2},
+                                                                {{"a", "ImagePullBackOff"}, 1},
+                                                                {{"b", "NotReady"}, 1},
+                                                                {{"b", "OOMKilled"}, 1},
+                                                                {{"b", "Pending"}, 1}}));
+}
+
 }  // namespace
 }  // namespace elfdeploy::watcher

@@ -264,6 +264,30 @@ TEST_F(DiagnoseE2eTest, EachTroubleshootingCaseGetsItsFinding) {
   EXPECT_THAT(evidence, HasSubstr("exit code 3"));
   EXPECT_THAT(evidence, HasSubstr("exiting with code 3"));
 
+  // The same pods, counted by reason in the watcher's metrics (refreshed every 5 s).
+  double crash_looping = 0;
+  double pull_failing = 0;
+  for (absl::Time end = absl::Now() + absl::Seconds(30);
+       absl::Now() < end && (crash_looping < 1 || pull_failing < 1);
+       absl::SleepFor(absl::Milliseconds(500))) {
+    absl::StatusOr<std::string> metrics = ScrapeMetrics(watcher_->metrics_addr());
+    if (!metrics.ok()) continue;
+    crash_looping = 0;
+    pull_failing = 0;
+    for (const char* reason : {"CrashLoopBackOff", "Error"}) {
+      crash_looping += MetricValue(*metrics, "elfdeploy_watcher_pods_not_ready",
+                                   {{"namespace", "apps"}, {"reason", reason}})
+                           .value_or(0);
+    }
+    for (const char* reason : {"ImagePullBackOff", "ErrImagePull"}) {
+      pull_failing += MetricValue(*metrics, "elfdeploy_watcher_pods_not_ready",
+                                  {{"namespace", "apps"}, {"reason", reason}})
+                          .value_or(0);
+    }
+  }
+  EXPECT_GE(crash_looping, 1);
+  EXPECT_GE(pull_failing, 2);  // "missing" and "private"
+
   // Missing namespace: Argo CD's sync error on the Application.
   v1::DiagnoseRequest application;
   application.set_application("elf-absent");
