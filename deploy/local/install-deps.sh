@@ -15,6 +15,8 @@ packages=(
   # real peers for the tests and the local demo
   docker-registry git lighttpd apache2-utils openssl curl prometheus skopeo umoci
   openssh-server openssh-client
+  # deploy/grafana/check_dashboards.py
+  python3
   # RUN steps of the builder, and a static shell for its tests
   buildah busybox-static
   # npm, for buf (buf lint, buf curl)
