@@ -1,8 +1,12 @@
 // The real elfctl binary against in-process fakes of OrchestratorService and
 // ClusterWatcherService on 127.0.0.1 port 0: deploy (plain lines, JSON, failure with a finding, a
 // stream broken once and watched again from the last sequence, --detach), status, rollouts,
-// diagnose, cancel, and the exit codes of usage and RPC errors.
+// diagnose, cancel, the exit codes of usage and RPC errors, and the live table on a terminal.
 #include <grpcpp/grpcpp.h>
+#include <poll.h>
+#include <pty.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <memory>
@@ -179,10 +183,21 @@ class FakeOrchestrator final : public v1::OrchestratorService::Service {
         continue;
       }
       if (sent == break_after) return grpc::Status(grpc::UNAVAILABLE, "orchestrator restarting");
+      if (sent > 0) absl::SleepFor(pace());
       writer->Write(event);
       ++sent;
     }
     return grpc::Status::OK;
+  }
+
+  // Time between streamed events (zero: all at once).
+  void set_pace(absl::Duration pace) {
+    absl::MutexLock lock(&mu_);
+    pace_ = pace;
+  }
+  absl::Duration pace() {
+    absl::MutexLock lock(&mu_);
+    return pace_;
   }
 
   grpc::Status GetRollout(grpc::ServerContext*, const v1::GetRolloutRequest* request,
@@ -222,6 +237,7 @@ class FakeOrchestrator final : public v1::OrchestratorService::Service {
   v1::Rollout final_ ABSL_GUARDED_BY(mu_);
   std::vector<v1::WatchRolloutResponse> events_ ABSL_GUARDED_BY(mu_);
   int break_after_ ABSL_GUARDED_BY(mu_) = -1;
+  absl::Duration pace_ ABSL_GUARDED_BY(mu_) = absl::ZeroDuration();
   std::vector<v1::Rollout> listed_ ABSL_GUARDED_BY(mu_);
   std::vector<v1::DeployRequest> deploys_ ABSL_GUARDED_BY(mu_);
   std::vector<uint64_t> watched_from_ ABSL_GUARDED_BY(mu_);
@@ -349,6 +365,46 @@ TEST_F(ElfctlCliTest, DeployFollowsTheRolloutWithPlainLinesAndSucceeds) {
   EXPECT_THAT(r.out, HasSubstr("rollout r-1 SUCCEEDED in 41.0s commit c0ffee0\n"));
   EXPECT_THAT(r.out, Not(HasSubstr("\x1b[")));
   EXPECT_EQ(r.err, "");
+}
+
+TEST_F(ElfctlCliTest, DeployOnATerminalRedrawsALiveTable) {
+  orchestrator_.Script(/*fail=*/false);
+  orchestrator_.set_pace(absl::Milliseconds(150));  // slower than a redraw (100 ms)
+  const std::string binary = testing::BinaryPath("elfctl");
+  int terminal = -1;
+  pid_t pid = forkpty(&terminal, nullptr, nullptr, nullptr);
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    if (chdir(apps_dir_.c_str()) != 0) _exit(126);
+    unsetenv("ELFDEPLOY_ORCHESTRATOR");
+    execl(binary.c_str(), binary.c_str(), "deploy", "--orchestrator", addr_.c_str(),
+          "--app=executive-team", nullptr);
+    _exit(127);
+  }
+  std::string out;
+  for (absl::Time end = absl::Now() + absl::Seconds(60); absl::Now() < end;) {
+    pollfd p{terminal, POLLIN, 0};
+    if (poll(&p, 1, 500) <= 0) continue;
+    char buffer[4096];
+    ssize_t n = read(terminal, buffer, sizeof(buffer));
+    if (n <= 0) break;  // EIO once elfctl exits
+    out.append(buffer, static_cast<size_t>(n));
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  close(terminal);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << out;
+  // The table, redrawn in place (cursor up, clear to the end), then the final status.
+  EXPECT_THAT(out, HasSubstr("APP"));
+  EXPECT_THAT(out, HasSubstr("DETAIL"));
+  EXPECT_THAT(out, HasSubstr("BYTES"));
+  EXPECT_THAT(out, HasSubstr("ELAPSED"));
+  EXPECT_THAT(out, HasSubstr("A\x1b[J"));
+  EXPECT_THAT(out, HasSubstr("executive-team"));
+  EXPECT_THAT(out, HasSubstr("rollout r-1 SUCCEEDED"));
+  // No plain event lines on a terminal.
+  EXPECT_THAT(out, Not(HasSubstr("executive-team pushing\r\n")));
 }
 
 TEST_F(ElfctlCliTest, DeployFailsWithItsFinding) {

@@ -7,7 +7,7 @@ gtest_discover_tests(elfctl_format_test DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 
 
 add_executable(elfctl_cli_test ${CMAKE_CURRENT_LIST_DIR}/elfctl_cli_test.cc)
 target_link_libraries(elfctl_cli_test PRIVATE
-  elfdeploy_test_support elfdeploy_test_harness gRPC::grpc++ absl::synchronization
+  elfdeploy_test_support elfdeploy_test_harness gRPC::grpc++ absl::synchronization util
   GTest::gmock GTest::gtest_main elfdeploy_warnings)
 add_dependencies(elfctl_cli_test elfctl)
 gtest_discover_tests(elfctl_cli_test DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 120)
