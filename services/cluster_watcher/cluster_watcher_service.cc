@@ -48,6 +48,9 @@ void BindClusterWatcherConfig(ConfigBinder& binder, ClusterWatcherOptions* optio
   binder.Bind("watcher.agent_heartbeat", &options->agent_heartbeat);
   binder.Bind("watcher.agent_request_timeout", &options->agent_request_timeout);
   binder.Bind("watcher.registry_sync_addr", &options->registry_sync_addr);
+  binder.Bind("watcher.registry_sync_tls_ca_file", &options->registry_sync_tls.ca_file);
+  binder.Bind("watcher.registry_sync_tls_cert_file", &options->registry_sync_tls.cert_file);
+  binder.Bind("watcher.registry_sync_tls_key_file", &options->registry_sync_tls.key_file);
   binder.Bind("watcher.registry_auth_file", &options->registry_auth_file);
 }
 
@@ -60,8 +63,11 @@ ClusterWatcherServiceImpl::ClusterWatcherServiceImpl(std::shared_ptr<watcher::Cl
       hub_(hub),
       options_(std::move(options)) {
   if (!options_.registry_sync_addr.empty()) {
-    registry_sync_ =
-        grpc::CreateChannel(options_.registry_sync_addr, grpc::InsecureChannelCredentials());
+    // Validated by MakeClusterWatcherServices; should a file vanish since, Diagnose goes without.
+    absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+        ClientCredentials(options_.registry_sync_tls);
+    if (credentials.ok())
+      registry_sync_ = grpc::CreateChannel(options_.registry_sync_addr, *credentials);
   }
 }
 
@@ -396,6 +402,12 @@ absl::StatusOr<std::unique_ptr<ClusterWatcherComponent>> MakeClusterWatcherServi
     log::Warning(
         "no agent token configured (watcher.agent_token or watcher.agent_token_file): "
         "every agent will be refused");
+  }
+  if (absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+          ClientCredentials(options.registry_sync_tls);
+      !credentials.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("watcher.registry_sync_tls_*: ", credentials.status().message()));
   }
   watcher::ClusterState::Options state_options;
   state_options.data_dir = options.data_dir;

@@ -17,6 +17,7 @@
 #include "prometheus/registry.h"
 #include "services/cluster_watcher/agent_link_service.h"
 #include "services/cluster_watcher/state.h"
+#include "services/common/client_tls.h"
 #include "services/common/config.h"
 #include "services/common/service_main.h"
 
@@ -41,6 +42,9 @@ struct ClusterWatcherOptions {
   // registry-sync, which Diagnose asks whether an image exists (`watcher.registry_sync_addr`);
   // empty: image pull findings keep the kubelet's reason.
   std::string registry_sync_addr;
+  // TLS towards it (`watcher.registry_sync_tls_ca_file`, `_cert_file`, `_key_file`); plain text
+  // without a CA.
+  ClientTlsOptions registry_sync_tls;
   // The credentials EnsureImagePullSecret writes when a request names none: a docker
   // config.json (`watcher.registry_auth_file`; else $REGISTRY_AUTH_FILE, ~/.docker/config.json).
   std::string registry_auth_file;

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "google/protobuf/util/time_util.h"
 #include "prometheus/counter.h"
@@ -114,6 +115,9 @@ void BindOrchestratorConfig(ConfigBinder& binder, OrchestratorOptions* options) 
   binder.Bind("orchestrator.poll_interval", &options->poll_interval);
   binder.Bind("orchestrator.settle", &options->settle);
   binder.Bind("orchestrator.default_timeout", &options->default_timeout);
+  binder.Bind("orchestrator.tls_ca_file", &options->peer_tls.ca_file);
+  binder.Bind("orchestrator.tls_cert_file", &options->peer_tls.cert_file);
+  binder.Bind("orchestrator.tls_key_file", &options->peer_tls.key_file);
 }
 
 namespace {
@@ -123,15 +127,13 @@ namespace {
 class OrchestratorComponent final : public Component {
  public:
   OrchestratorComponent(const OrchestratorOptions& options,
+                        const std::shared_ptr<grpc::ChannelCredentials>& peers,
                         std::unique_ptr<orchestrator::RolloutStore> store,
                         orchestrator::OrchestratorMetrics metrics)
-      : builder_(grpc::CreateChannel(options.builder_addr, grpc::InsecureChannelCredentials())),
-        registry_(
-            grpc::CreateChannel(options.registry_sync_addr, grpc::InsecureChannelCredentials())),
-        publisher_(grpc::CreateChannel(options.manifest_publisher_addr,
-                                       grpc::InsecureChannelCredentials())),
-        cluster_(
-            grpc::CreateChannel(options.cluster_watcher_addr, grpc::InsecureChannelCredentials())),
+      : builder_(grpc::CreateChannel(options.builder_addr, peers)),
+        registry_(grpc::CreateChannel(options.registry_sync_addr, peers)),
+        publisher_(grpc::CreateChannel(options.manifest_publisher_addr, peers)),
+        cluster_(grpc::CreateChannel(options.cluster_watcher_addr, peers)),
         orchestrator_(
             std::move(store), builder_, registry_, publisher_, cluster_,
             orchestrator::DeployDefaults{options.registry, options.gitops_repo,
@@ -171,6 +173,12 @@ absl::StatusOr<std::unique_ptr<Component>> MakeOrchestratorServices(
     return absl::InvalidArgumentError(
         "orchestrator.poll_interval and orchestrator.default_timeout must be positive, "
         "orchestrator.settle not negative");
+  }
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> peers =
+      ClientCredentials(options.peer_tls);
+  if (!peers.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("orchestrator.tls_*: ", peers.status().message()));
   }
   absl::StatusOr<std::unique_ptr<orchestrator::RolloutStore>> store =
       orchestrator::RolloutStore::Open({options.data_dir});
@@ -215,8 +223,8 @@ absl::StatusOr<std::unique_ptr<Component>> MakeOrchestratorServices(
     };
     hooks.in_progress = [&in_progress](int n) { in_progress.Set(n); };
   }
-  return std::unique_ptr<Component>(
-      std::make_unique<OrchestratorComponent>(options, *std::move(store), std::move(hooks)));
+  return std::unique_ptr<Component>(std::make_unique<OrchestratorComponent>(
+      options, *peers, *std::move(store), std::move(hooks)));
 }
 
 }  // namespace elfdeploy

@@ -6,6 +6,7 @@
 #include "absl/status/statusor.h"
 #include "elfdeploy/v1/orchestrator.grpc.pb.h"
 #include "prometheus/registry.h"
+#include "services/common/client_tls.h"
 #include "services/common/config.h"
 #include "services/common/service_main.h"
 #include "services/orchestrator/orchestrator.h"
@@ -56,6 +57,9 @@ struct OrchestratorOptions {
   absl::Duration poll_interval = absl::Milliseconds(500);
   absl::Duration settle = absl::Seconds(5);
   absl::Duration default_timeout = absl::Minutes(15);
+  // TLS towards builder, registry-sync, manifest-publisher and cluster-watcher
+  // (orchestrator.tls_ca_file, tls_cert_file, tls_key_file); plain text without a CA.
+  ClientTlsOptions peer_tls;
 };
 
 // Binds `registry`, `gitops.*` and `orchestrator.*` config keys, with the seed's environment

@@ -83,7 +83,20 @@ class DeployE2eTest : public ::testing::Test {
                                        "contexts: [{name: s, context: {cluster: s, user: s}}]\n"))
                     .ok());
 
+    if (tls_) {
+      ASSERT_NO_FATAL_FAILURE(MakeCertificates());
+    }
+    // With tls_, every gRPC server serves TLS and requires a client certificate from this CA.
     auto start = [&](ServiceProcessOptions options) {
+      if (tls_ && options.grpc) {
+        options.env.insert(options.env.end(),
+                           {{"ELFDEPLOY_SERVER_TLS_CERT_FILE", dir_->Join("tls/server.pem")},
+                            {"ELFDEPLOY_SERVER_TLS_KEY_FILE", dir_->Join("tls/server.key")},
+                            {"ELFDEPLOY_SERVER_TLS_CLIENT_CA_FILE", dir_->Join("tls/ca.pem")}});
+        options.tls_ca_file = dir_->Join("tls/ca.pem");
+        options.tls_client_cert_file = dir_->Join("tls/client.pem");
+        options.tls_client_key_file = dir_->Join("tls/client.key");
+      }
       absl::StatusOr<std::unique_ptr<ServiceProcess>> service = ServiceProcess::Start(options);
       EXPECT_TRUE(service.ok()) << options.binary << ": " << service.status();
       return service.ok() ? *std::move(service) : nullptr;
@@ -94,39 +107,89 @@ class DeployE2eTest : public ::testing::Test {
     publisher_ = start({.binary = "elfdeploy-manifest-publisher",
                         .env = {{"ELFDEPLOY_PUBLISHER_CACHE_DIR", dir_->Join("cache")}}});
     ASSERT_TRUE(builder_ && registry_sync_ && publisher_);
-    watcher_ =
-        start({.binary = "elfdeploy-cluster-watcher",
-               .env = {{"ELFDEPLOY_WATCHER_DATA_DIR", dir_->Join("watcher")},
-                       {"ELFDEPLOY_WATCHER_AGENT_TOKEN", kToken},
-                       {"ELFDEPLOY_WATCHER_REGISTRY_SYNC_ADDR", registry_sync_->grpc_addr()}}});
+    ServiceProcessOptions watcher = {
+        .binary = "elfdeploy-cluster-watcher",
+        .env = {{"ELFDEPLOY_WATCHER_DATA_DIR", dir_->Join("watcher")},
+                {"ELFDEPLOY_WATCHER_AGENT_TOKEN", kToken},
+                {"ELFDEPLOY_WATCHER_REGISTRY_SYNC_ADDR", registry_sync_->grpc_addr()}}};
+    if (tls_) {
+      for (auto& kv : PeerTlsEnv("WATCHER_REGISTRY_SYNC_TLS")) watcher.env.push_back(kv);
+    }
+    watcher_ = start(watcher);
     ASSERT_TRUE(watcher_);
-    agent_ = start({.binary = "elfdeploy-agent",
-                    .env = {{"ELFDEPLOY_AGENT_KUBECONFIG", dir_->Join("kubeconfig")},
-                            {"ELFDEPLOY_AGENT_WATCHER_ADDR", watcher_->grpc_addr()},
-                            {"ELFDEPLOY_AGENT_INSECURE", "true"},
-                            {"ELFDEPLOY_AGENT_TOKEN", kToken},
-                            {"ELFDEPLOY_AGENT_CLUSTER_NAME", "sim"}},
-                    .grpc = false});
+    ServiceProcessOptions agent = {.binary = "elfdeploy-agent",
+                                   .env = {{"ELFDEPLOY_AGENT_KUBECONFIG", dir_->Join("kubeconfig")},
+                                           {"ELFDEPLOY_AGENT_WATCHER_ADDR", watcher_->grpc_addr()},
+                                           {"ELFDEPLOY_AGENT_TOKEN", kToken},
+                                           {"ELFDEPLOY_AGENT_CLUSTER_NAME", "sim"}},
+                                   .grpc = false};
+    if (tls_) {
+      agent.env.insert(agent.env.end(),
+                       {{"ELFDEPLOY_AGENT_CA_FILE", dir_->Join("tls/ca.pem")},
+                        {"ELFDEPLOY_AGENT_CLIENT_CERT_FILE", dir_->Join("tls/client.pem")},
+                        {"ELFDEPLOY_AGENT_CLIENT_KEY_FILE", dir_->Join("tls/client.key")}});
+    } else {
+      agent.env.emplace_back("ELFDEPLOY_AGENT_INSECURE", "true");
+    }
+    agent_ = start(agent);
     ASSERT_TRUE(agent_);
     ASSERT_NO_FATAL_FAILURE(StartOrchestrator());
   }
 
   // Starts (or restarts, on the same data dir) the orchestrator and points stub_ at it.
   void StartOrchestrator() {
-    absl::StatusOr<std::unique_ptr<ServiceProcess>> orchestrator = ServiceProcess::Start(
-        {.binary = "elfdeploy-orchestrator",
-         .env = {{"ELFDEPLOY_ORCHESTRATOR_DATA_DIR", dir_->Join("orchestrator")},
-                 {"DOCKER_REGISTRY", registry_->host()},
-                 {"GITOPS_REPO", git_->url("gitops")},
-                 {"ELFDEPLOY_ORCHESTRATOR_BUILDER_ADDR", builder_->grpc_addr()},
-                 {"ELFDEPLOY_ORCHESTRATOR_REGISTRY_SYNC_ADDR", registry_sync_->grpc_addr()},
-                 {"ELFDEPLOY_ORCHESTRATOR_MANIFEST_PUBLISHER_ADDR", publisher_->grpc_addr()},
-                 {"ELFDEPLOY_ORCHESTRATOR_CLUSTER_WATCHER_ADDR", watcher_->grpc_addr()}}});
+    ServiceProcessOptions options = {
+        .binary = "elfdeploy-orchestrator",
+        .env = {{"ELFDEPLOY_ORCHESTRATOR_DATA_DIR", dir_->Join("orchestrator")},
+                {"DOCKER_REGISTRY", registry_->host()},
+                {"GITOPS_REPO", git_->url("gitops")},
+                {"ELFDEPLOY_ORCHESTRATOR_BUILDER_ADDR", builder_->grpc_addr()},
+                {"ELFDEPLOY_ORCHESTRATOR_REGISTRY_SYNC_ADDR", registry_sync_->grpc_addr()},
+                {"ELFDEPLOY_ORCHESTRATOR_MANIFEST_PUBLISHER_ADDR", publisher_->grpc_addr()},
+                {"ELFDEPLOY_ORCHESTRATOR_CLUSTER_WATCHER_ADDR", watcher_->grpc_addr()}}};
+    std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+    if (tls_) {
+      // TLS towards its peers with its client certificate; its own port serves TLS too.
+      for (auto& kv : PeerTlsEnv("ORCHESTRATOR_TLS")) options.env.push_back(kv);
+      options.env.insert(options.env.end(),
+                         {{"ELFDEPLOY_SERVER_TLS_CERT_FILE", dir_->Join("tls/server.pem")},
+                          {"ELFDEPLOY_SERVER_TLS_KEY_FILE", dir_->Join("tls/server.key")}});
+      options.tls_ca_file = dir_->Join("tls/ca.pem");
+      grpc::SslCredentialsOptions ssl;
+      ssl.pem_root_certs = *ReadFile(dir_->Join("tls/ca.pem"));
+      credentials = grpc::SslCredentials(ssl);
+    }
+    absl::StatusOr<std::unique_ptr<ServiceProcess>> orchestrator = ServiceProcess::Start(options);
     ASSERT_TRUE(orchestrator.ok()) << orchestrator.status();
     orchestrator_ = *std::move(orchestrator);
     stub_ = v1::OrchestratorService::NewStub(
-        grpc::CreateChannel(orchestrator_->grpc_addr(), grpc::InsecureChannelCredentials()));
+        grpc::CreateChannel(orchestrator_->grpc_addr(), credentials));
   }
+
+  // A CA, a server certificate for 127.0.0.1/localhost and a client certificate, in tls/.
+  void MakeCertificates() {
+    std::string script =
+        absl::StrCat("set -e; mkdir -p ", dir_->Join("tls"), "; cd ", dir_->Join("tls"), R"(
+key() { openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "$@" 2>/dev/null; }
+key -x509 -keyout ca.key -out ca.pem -days 2 -subj /CN=e2e-ca
+key -keyout server.key -out server.csr -subj /CN=localhost
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1
+' > server.ext
+openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem   -days 2 -extfile server.ext 2>/dev/null
+key -keyout client.key -out client.csr -subj /CN=elfdeploy-client
+openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem   -days 2 2>/dev/null)");
+    absl::StatusOr<CommandResult> made = RunCommand({.argv = {"/bin/sh", "-c", script}});
+    ASSERT_TRUE(made.ok() && made->exit_code == 0) << (made.ok() ? made->output : "");
+  }
+
+  // ELFDEPLOY_<prefix>_CA_FILE, _CERT_FILE, _KEY_FILE of a client dialing TLS peers.
+  std::vector<std::pair<std::string, std::string>> PeerTlsEnv(const std::string& prefix) const {
+    return {{absl::StrCat("ELFDEPLOY_", prefix, "_CA_FILE"), dir_->Join("tls/ca.pem")},
+            {absl::StrCat("ELFDEPLOY_", prefix, "_CERT_FILE"), dir_->Join("tls/client.pem")},
+            {absl::StrCat("ELFDEPLOY_", prefix, "_KEY_FILE"), dir_->Join("tls/client.key")}};
+  }
+
+  bool tls_ = false;
 
   // The examples, built FROM the registry's base image; discovery is not part of these tests.
   v1::DeployRequest ExamplesRequest(const std::string& source_dir) const {
@@ -358,6 +421,62 @@ TEST_F(DeployE2eTest, AMissingImageFailsFastAndACrashLoopTimesOutWithItsFinding)
   EXPECT_THAT(evidence, HasSubstr("exit code 1")) << timed_out.DebugString();
   EXPECT_THAT(evidence, HasSubstr("exiting with code 1")) << timed_out.DebugString();
   EXPECT_THAT(timed_out.state().message(), HasSubstr("deadline"));
+}
+
+// Every gRPC hop over TLS with client certificates: orchestrator -> builder, registry-sync,
+// manifest-publisher, cluster-watcher; cluster-watcher -> registry-sync; agent -> cluster-watcher.
+class DeployE2eTlsTest : public DeployE2eTest {
+ protected:
+  void SetUp() override {
+    tls_ = true;
+    DeployE2eTest::SetUp();
+  }
+};
+
+TEST_F(DeployE2eTlsTest, TheExamplesDeployWithEveryHopOverMutualTls) {
+  v1::WatchRolloutResponse last;
+  {
+    v1::Rollout started =
+        MustDeploy(ExamplesRequest(absl::StrCat(ELFDEPLOY_SOURCE_DIR, "/deploy/local/examples")));
+    ASSERT_FALSE(started.id().empty());
+    last = Follow(started.id());
+  }
+  ASSERT_EQ(last.state().state(), v1::ROLLOUT_STATE_SUCCEEDED)
+      << last.DebugString() << "\norchestrator:\n"
+      << Tail(orchestrator_->Log(), 30);
+  // A missing image is told from refused credentials by cluster-watcher asking registry-sync,
+  // over its own TLS connection.
+  const std::string source = dir_->Join("ghost");
+  ASSERT_TRUE(WriteFile(source + "/teams/ghost-team/Dockerfile", "ARG BASE\nFROM ${BASE}\n").ok());
+  ASSERT_TRUE(WriteFile(source + "/teams/ghost-team/k8s/deployment.yaml",
+                        absl::StrCat("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n"
+                                     "  name: ghost-team\nspec:\n  selector:\n"
+                                     "    matchLabels: {app: ghost-team}\n  template:\n"
+                                     "    metadata:\n      labels: {app: ghost-team}\n"
+                                     "    spec:\n      containers:\n"
+                                     "        - name: ghost-team\n"
+                                     "          image: elf-automations/ghost-team:latest\n"
+                                     "        - name: sidecar\n          image: ",
+                                     registry_->host(), "/elf/never-pushed:1\n"))
+                  .ok());
+  v1::DeployRequest ghost = ExamplesRequest(source);
+  ghost.mutable_timeout()->set_seconds(90);
+  v1::WatchRolloutResponse failed = Follow(MustDeploy(ghost).id());
+  ASSERT_EQ(failed.state().state(), v1::ROLLOUT_STATE_FAILED) << failed.DebugString();
+  EXPECT_THAT(failed.state().message(), HasSubstr("does not exist in the registry"))
+      << failed.DebugString();
+
+  // The TLS is real: without the client certificate, or in plain text, a peer is refused.
+  const std::string ca = dir_->Join("tls/ca.pem");
+  for (const std::unique_ptr<ServiceProcess>* peer :
+       {&builder_, &registry_sync_, &publisher_, &watcher_}) {
+    const std::string& addr = (*peer)->grpc_addr();
+    EXPECT_TRUE(
+        CheckHealthTls(addr, ca, dir_->Join("tls/client.pem"), dir_->Join("tls/client.key")).ok())
+        << addr;
+    EXPECT_FALSE(CheckHealthTls(addr, ca).ok()) << addr << " accepted a client without certificate";
+    EXPECT_FALSE(CheckHealth(addr).ok()) << addr << " answered in plain text";
+  }
 }
 
 TEST_F(DeployE2eTest, AnOrchestratorKilledMidRolloutFinishesItWithOneCommit) {
