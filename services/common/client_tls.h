@@ -13,9 +13,9 @@ namespace elfdeploy {
 // one-machine stack); otherwise TLS verified against ca_file, with a client certificate when the
 // peer requires one (its server.tls_client_ca_file).
 struct ClientTlsOptions {
-  std::string ca_file;
-  std::string cert_file;
-  std::string key_file;
+  std::string ca_file = {};
+  std::string cert_file = {};
+  std::string key_file = {};
 };
 
 // INVALID_ARGUMENT naming the file when one cannot be read, when only one of cert_file and

@@ -11,6 +11,7 @@
 #include "gmock/gmock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
+#include "services/common/client_tls.h"
 #include "services/common/grpc_status.h"
 #include "tests/harness/process.h"
 #include "tests/harness/temp_dir.h"
@@ -231,6 +232,37 @@ TEST_F(TlsServerTest, ServesTlsAndRequiresClientCertificatesWithAClientCa) {
   ServerOptions half;
   half.tls_cert_file = dir_->Join("server.pem");
   EXPECT_EQ(Server::Start(half).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(TlsServerTest, ClientCredentialsDialTlsPeersAndRefuseBadFiles) {
+  ServerOptions options;
+  options.tls_cert_file = dir_->Join("server.pem");
+  options.tls_key_file = dir_->Join("server.key");
+  options.tls_client_ca_file = dir_->Join("ca.pem");
+  absl::StatusOr<std::unique_ptr<Server>> server = Server::Start(options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> mutual =
+      ClientCredentials({dir_->Join("ca.pem"), dir_->Join("client.pem"), dir_->Join("client.key")});
+  ASSERT_TRUE(mutual.ok()) << mutual.status();
+  EXPECT_EQ(HealthOver((*server)->grpc_addr(), *mutual, 20).value_or("error"), "SERVING");
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> no_cert =
+      ClientCredentials({dir_->Join("ca.pem")});
+  ASSERT_TRUE(no_cert.ok());
+  EXPECT_FALSE(HealthOver((*server)->grpc_addr(), *no_cert).ok());
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> plain = ClientCredentials({});
+  ASSERT_TRUE(plain.ok());
+  EXPECT_FALSE(HealthOver((*server)->grpc_addr(), *plain).ok());
+  (*server)->Shutdown(absl::ZeroDuration(), absl::Seconds(1));
+
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> missing =
+      ClientCredentials({dir_->Join("nope.pem")});
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(missing.status().message()), ::testing::HasSubstr("nope.pem"));
+  EXPECT_EQ(ClientCredentials({dir_->Join("ca.pem"), dir_->Join("client.pem")}).status().code(),
+            absl::StatusCode::kInvalidArgument);  // certificate without key
+  EXPECT_EQ(
+      ClientCredentials({"", dir_->Join("client.pem"), dir_->Join("client.key")}).status().code(),
+      absl::StatusCode::kInvalidArgument);  // client certificate without a CA
 }
 
 }  // namespace
