@@ -305,7 +305,7 @@ grpc::Status AgentLinkService::Connect(
   std::thread applier([&] {
     std::vector<v1::AgentEvent> events;
     while (pending.Take(&events)) {
-      absl::StatusOr<uint64_t> stored = state_.Apply(cluster, epoch, events);
+      absl::StatusOr<uint64_t> stored = state_.Apply(cluster, epoch, std::move(events));
       if (!stored.ok()) {
         connection->End(ToGrpcStatus(stored.status()), true);
         return;
@@ -320,8 +320,11 @@ grpc::Status AgentLinkService::Connect(
     if (connection->ended()) break;
     state_.Seen(cluster);
     if (message.has_events()) {
-      std::vector<v1::AgentEvent> events(message.events().events().begin(),
-                                         message.events().events().end());
+      std::vector<v1::AgentEvent> events;
+      events.reserve(message.events().events_size());
+      for (v1::AgentEvent& event : *message.mutable_events()->mutable_events()) {
+        events.push_back(std::move(event));
+      }
       if (metrics_.lag) {
         absl::Time now = absl::Now();
         for (const v1::AgentEvent& event : events) {

@@ -543,7 +543,7 @@ class Core : public std::enable_shared_from_this<Core> {
   void Disconnected(const std::string& cluster, uint64_t epoch, const std::string& reason);
   void Seen(const std::string& cluster);
   absl::StatusOr<uint64_t> Apply(const std::string& cluster, uint64_t epoch,
-                                 const std::vector<v1::AgentEvent>& events);
+                                 std::vector<v1::AgentEvent> events);
   uint64_t duplicates_dropped() const { return duplicates_.load(); }
   uint64_t latest_sequence() const {
     absl::ReaderMutexLock lock(&mu_);
@@ -1009,7 +1009,7 @@ void Core::Seen(const std::string& cluster) {
 }
 
 absl::StatusOr<uint64_t> Core::Apply(const std::string& cluster, uint64_t epoch,
-                                     const std::vector<v1::AgentEvent>& events) {
+                                     std::vector<v1::AgentEvent> events) {
   for (size_t i = 1; i < events.size(); ++i) {
     if (events[i].sequence() <= events[i - 1].sequence()) {
       return absl::InvalidArgumentError(absl::StrCat("cluster ", cluster, ": sequence ",
@@ -1053,7 +1053,7 @@ absl::StatusOr<uint64_t> Core::Apply(const std::string& cluster, uint64_t epoch,
       out->set_agent_sequence(event.sequence());
       records.push_back(std::move(record));
     };
-    for (const v1::AgentEvent& event : events) {
+    for (v1::AgentEvent& event : events) {
       if (event.sequence() <= acked) {
         ++duplicates;
         continue;
@@ -1071,7 +1071,7 @@ absl::StatusOr<uint64_t> Core::Apply(const std::string& cluster, uint64_t epoch,
           continue;
         }
         touched[{kind, KeyOf(meta)}] = change.type() != v1::CHANGE_TYPE_DELETED;
-        add_change(event, change);
+        add_change(event, std::move(*event.mutable_change()));
       } else if (event.has_snapshot_complete()) {
         const v1::ObjectKind kind = event.snapshot_complete().kind();
         const std::string& scope = event.snapshot_complete().namespace_();
@@ -1395,8 +1395,8 @@ class ClusterStateImpl final : public ClusterState {
   }
   void Seen(const std::string& cluster) override { core_->Seen(cluster); }
   absl::StatusOr<uint64_t> Apply(const std::string& cluster, uint64_t epoch,
-                                 const std::vector<v1::AgentEvent>& events) override {
-    return core_->Apply(cluster, epoch, events);
+                                 std::vector<v1::AgentEvent> events) override {
+    return core_->Apply(cluster, epoch, std::move(events));
   }
   uint64_t duplicates_dropped() const override { return core_->duplicates_dropped(); }
   uint64_t latest_sequence() const override { return core_->latest_sequence(); }

@@ -86,8 +86,9 @@ class ClusterState {
   // announced in this epoch. Returns the highest agent sequence stored: the value to ack.
   // INVALID_ARGUMENT when `epoch` is not the cluster's current epoch (a replaced connection) or
   // sequences go backwards within the batch; UNAVAILABLE after Shutdown.
+  // Takes the events: their objects move into the state.
   virtual absl::StatusOr<uint64_t> Apply(const std::string& cluster, uint64_t epoch,
-                                         const std::vector<v1::AgentEvent>& events) = 0;
+                                         std::vector<v1::AgentEvent> events) = 0;
 
   // Duplicates dropped since start (metric).
   virtual uint64_t duplicates_dropped() const = 0;

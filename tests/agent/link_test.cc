@@ -83,7 +83,7 @@ class FakeState final : public watcher::ClusterState {
   void Disconnected(const std::string&, uint64_t, const std::string&) override {}
   void Seen(const std::string&) override {}
   absl::StatusOr<uint64_t> Apply(const std::string&, uint64_t epoch,
-                                 const std::vector<v1::AgentEvent>& events) override {
+                                 std::vector<v1::AgentEvent> events) override {
     absl::MutexLock lock(&mu_);
     if (epoch != epoch_) return absl::InvalidArgumentError("not the current epoch");
     for (const v1::AgentEvent& event : events) {

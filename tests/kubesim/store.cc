@@ -572,8 +572,10 @@ ObjectPtr ObjectStore::Commit(const ResourceType* type, const Key& key, EventTyp
                 previous != nullptr ? previous->text : nullptr,
                 key};
   history_.push_back(std::move(change));
+  windows_[type].last_rv = rv_;
   while (history_.size() > std::max<size_t>(options_.history_window, 1)) {
     compacted_rv_ = history_.front().rv;
+    windows_[history_.front().type].compacted_rv = compacted_rv_;
     history_.pop_front();
   }
   changed_.SignalAll();
@@ -996,7 +998,9 @@ absl::StatusOr<std::unique_ptr<Watcher>> ObjectStore::Watch(absl::string_view re
 
   absl::MutexLock lock(&mu_);
   if (shutdown_) return absl::CancelledError("the store is shutting down");
-  if (!initial && start < compacted_rv_) return TooOld(start, compacted_rv_);
+  if (!initial && start < WindowOf(type).compacted_rv) {
+    return TooOld(start, WindowOf(type).compacted_rv);
+  }
   auto watcher =
       std::unique_ptr<Watcher>(new Watcher(this, type, std::move(stored), *std::move(labels),
                                            *std::move(fields), initial ? rv_ : start));
@@ -1021,11 +1025,22 @@ absl::Status ObjectStore::NextLocked(Watcher* watcher, absl::Time deadline,
     watcher->initial_.clear();
     return absl::OkStatus();
   }
+  // Woken only by a change of the watcher's own type (or its compaction, or shutdown): the
+  // committer evaluates this on unlock, so other types' churn costs a sleeping watch nothing.
+  auto due = [this, watcher]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    const TypeWindow window = WindowOf(watcher->type_);
+    return shutdown_ || window.last_rv > watcher->cursor_ ||
+           window.compacted_rv > watcher->cursor_;
+  };
   while (true) {
     if (shutdown_) return absl::CancelledError("the server is shutting down");
-    if (watcher->cursor_ < compacted_rv_) return TooOld(watcher->cursor_, compacted_rv_);
+    const uint64_t type_compacted = WindowOf(watcher->type_).compacted_rv;
+    if (watcher->cursor_ < type_compacted) return TooOld(watcher->cursor_, type_compacted);
     if (!history_.empty() && watcher->cursor_ < rv_) {
-      size_t i = static_cast<size_t>(watcher->cursor_ + 1 - history_.front().rv);
+      // Changes compacted past the cursor were of other types: start at the oldest kept.
+      size_t i = watcher->cursor_ + 1 < history_.front().rv
+                     ? 0
+                     : static_cast<size_t>(watcher->cursor_ + 1 - history_.front().rv);
       for (; i < history_.size() && out->size() < kMaxEventsPerNext; ++i) {
         const Change& change = history_[i];
         watcher->cursor_ = change.rv;
@@ -1044,10 +1059,13 @@ absl::Status ObjectStore::NextLocked(Watcher* watcher, absl::Time deadline,
       }
       if (!out->empty()) return absl::OkStatus();
     }
-    if (changed_.WaitWithDeadline(&mu_, deadline) && absl::Now() >= deadline) {
-      return absl::OkStatus();
-    }
+    if (!mu_.AwaitWithDeadline(absl::Condition(&due), deadline)) return absl::OkStatus();
   }
+}
+
+ObjectStore::TypeWindow ObjectStore::WindowOf(const ResourceType* type) const {
+  auto it = windows_.find(type);
+  return it != windows_.end() ? it->second : TypeWindow{};
 }
 
 // ---------------------------------------------------------------------------------------------

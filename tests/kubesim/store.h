@@ -377,6 +377,15 @@ class ObjectStore {
   mutable absl::CondVar changed_;
   std::map<const ResourceType*, Objects> objects_ ABSL_GUARDED_BY(mu_);
   std::deque<Change> history_ ABSL_GUARDED_BY(mu_);
+  // Per type, like the API server's watch cache: the last change in history and the last one
+  // compacted out of it. A watch sleeps until its own type changes, and is too old only when a
+  // change of its type is gone.
+  struct TypeWindow {
+    uint64_t last_rv = 0;
+    uint64_t compacted_rv = 1;
+  };
+  TypeWindow WindowOf(const ResourceType* type) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  std::map<const ResourceType*, TypeWindow> windows_ ABSL_GUARDED_BY(mu_);
   uint64_t rv_ ABSL_GUARDED_BY(mu_) = 1;
   // Every change after this resourceVersion is in history_.
   uint64_t compacted_rv_ ABSL_GUARDED_BY(mu_) = 1;
