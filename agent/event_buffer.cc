@@ -2,6 +2,9 @@
 
 #include <utility>
 
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
+
 namespace elfdeploy::agent {
 
 uint64_t EventBuffer::Push(const std::string& key, v1::AgentEvent event) {
@@ -20,20 +23,36 @@ uint64_t EventBuffer::Push(const std::string& key, v1::AgentEvent event) {
       latest_.emplace(key, sequence);
     }
   }
-  events_.emplace(sequence, Entry{key, std::move(event)});
+  events_.emplace(sequence, Entry{key, event.SerializeAsString()});
   return sequence;
 }
 
-std::vector<v1::AgentEvent> EventBuffer::Next(uint64_t after, size_t max, absl::Time deadline) {
+std::vector<v1::AgentEvent> EncodedEvents::Decode() const {
+  v1::AgentEventBatch batch;
+  if (!batch.ParseFromString(body)) return {};
+  return {batch.events().begin(), batch.events().end()};
+}
+
+EncodedEvents EventBuffer::Next(uint64_t after, size_t max, absl::Time deadline) {
   absl::MutexLock lock(&mu_);
   uint64_t wakes = wakes_;
   auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return wakes_ != wakes || events_.upper_bound(after) != events_.end();
   };
   mu_.AwaitWithDeadline(absl::Condition(&ready), deadline);
-  std::vector<v1::AgentEvent> out;
-  for (auto it = events_.upper_bound(after); it != events_.end() && out.size() < max; ++it) {
-    out.push_back(it->second.event);
+  // Each event is field `events` (length-delimited) of AgentEventBatch.
+  constexpr uint32_t kEventsTag = (v1::AgentEventBatch::kEventsFieldNumber << 3) | 2;
+  EncodedEvents out;
+  {
+    google::protobuf::io::StringOutputStream raw(&out.body);
+    google::protobuf::io::CodedOutputStream coded(&raw);
+    for (auto it = events_.upper_bound(after); it != events_.end() && out.count < max; ++it) {
+      coded.WriteTag(kEventsTag);
+      coded.WriteVarint32(static_cast<uint32_t>(it->second.encoded.size()));
+      coded.WriteString(it->second.encoded);
+      ++out.count;
+      out.last_sequence = it->first;
+    }
   }
   return out;
 }

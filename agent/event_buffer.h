@@ -13,6 +13,18 @@
 
 namespace elfdeploy::agent {
 
+// Events ready to send: the body of an AgentEventBatch in wire format (each event serialized once,
+// when it was pushed), so a batch goes out without copying or re-encoding messages.
+struct EncodedEvents {
+  std::string body;
+  size_t count = 0;
+  uint64_t last_sequence = 0;
+
+  bool empty() const { return count == 0; }
+  // The events, parsed back (tests and diagnostics).
+  std::vector<v1::AgentEvent> Decode() const;
+};
+
 // The agent's unacknowledged events, in sequence order. Sequences start at 1 and strictly
 // increase. Past `bound` events, a new event of an object replaces that object's older pending
 // event (its sequence becomes a gap), so the latest state of every object is kept while memory
@@ -27,7 +39,7 @@ class EventBuffer {
 
   // Up to `max` events with a sequence greater than `after`, in order; waits until there is one,
   // `deadline` passes, or `wake` is called (then possibly none).
-  std::vector<v1::AgentEvent> Next(uint64_t after, size_t max, absl::Time deadline);
+  EncodedEvents Next(uint64_t after, size_t max, absl::Time deadline);
   // Ends a Next that is waiting.
   void Wake();
 
@@ -43,7 +55,7 @@ class EventBuffer {
  private:
   struct Entry {
     std::string key;
-    v1::AgentEvent event;
+    std::string encoded;  // the serialized AgentEvent
   };
 
   const size_t bound_;

@@ -17,6 +17,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "elfdeploy/v1/agent_link.grpc.pb.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "google/protobuf/util/time_util.h"
 #include "services/common/grpc_status.h"
 
@@ -39,6 +41,63 @@ absl::StatusOr<std::string> ReadPem(const std::string& path, const char* what) {
 
 google::protobuf::Timestamp Now() {
   return TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(absl::Now()));
+}
+
+// The link's stream carries raw bytes: event batches are assembled from the events' encodings
+// in the buffer (see EncodedEvents); every other message is serialized as usual.
+using RawStream = grpc::ClientReaderWriter<grpc::ByteBuffer, grpc::ByteBuffer>;
+
+// Opens AgentLinkService.Connect with raw messages. This is what the generated stub's Connect
+// does, with ByteBuffer in place of the message types.
+std::unique_ptr<RawStream> OpenConnect(const std::shared_ptr<grpc::Channel>& channel,
+                                       grpc::ClientContext* context) {
+  static const std::string* const kMethod =
+      new std::string(absl::StrCat("/", v1::AgentLinkService::service_full_name(), "/Connect"));
+  grpc::internal::RpcMethod method(kMethod->c_str(), grpc::internal::RpcMethod::BIDI_STREAMING,
+                                   channel);
+  return std::unique_ptr<RawStream>(
+      grpc::internal::ClientReaderWriterFactory<grpc::ByteBuffer, grpc::ByteBuffer>::Create(
+          channel.get(), method, context));
+}
+
+bool WriteMessage(RawStream& stream, const v1::ConnectRequest& message) {
+  grpc::ByteBuffer buffer;
+  bool own = false;
+  if (!grpc::SerializationTraits<v1::ConnectRequest>::Serialize(message, &buffer, &own).ok()) {
+    return false;
+  }
+  return stream.Write(buffer);
+}
+
+// Sends `events` as one ConnectRequest{events: AgentEventBatch}, handing the body to gRPC
+// without a copy.
+bool WriteEvents(RawStream& stream, EncodedEvents events) {
+  std::string header;
+  {
+    google::protobuf::io::StringOutputStream raw(&header);
+    google::protobuf::io::CodedOutputStream coded(&raw);
+    coded.WriteTag((v1::ConnectRequest::kEventsFieldNumber << 3) | 2);
+    coded.WriteVarint32(static_cast<uint32_t>(events.body.size()));
+  }
+  auto* body = new std::string(std::move(events.body));
+  grpc::Slice slices[] = {
+      grpc::Slice(header),
+      grpc::Slice(body->data(), body->size(),
+                  [](void* owned) { delete static_cast<std::string*>(owned); }, body)};
+  grpc::ByteBuffer buffer(slices, 2);
+  return stream.Write(buffer);
+}
+
+bool ReadMessage(RawStream& stream, v1::ConnectResponse* message) {
+  grpc::ByteBuffer buffer;
+  if (!stream.Read(&buffer)) return false;
+  message->Clear();
+  grpc::Status parsed = grpc::SerializationTraits<v1::ConnectResponse>::Deserialize(&buffer, message);
+  if (!parsed.ok()) {
+    log::Warning("unreadable message from cluster-watcher; reconnecting",
+                 {{"error", parsed.error_message()}});
+  }
+  return parsed.ok();
 }
 
 // Replies of finished requests, waiting for the writer. Shared with request threads, which may
@@ -108,13 +167,11 @@ absl::Status AgentLink::Session(const std::function<bool()>& cancelled) {
   if (!options_.tls_server_name.empty()) args.SetSslTargetNameOverride(options_.tls_server_name);
   std::shared_ptr<grpc::Channel> channel =
       grpc::CreateCustomChannel(options_.watcher_addr, credentials, args);
-  std::unique_ptr<v1::AgentLinkService::Stub> stub = v1::AgentLinkService::NewStub(channel);
   grpc::ClientContext context;
   if (!options_.token.empty()) {
     context.AddMetadata("authorization", absl::StrCat("Bearer ", options_.token.Reveal()));
   }
-  std::unique_ptr<grpc::ClientReaderWriter<v1::ConnectRequest, v1::ConnectResponse>> stream =
-      stub->Connect(&context);
+  std::unique_ptr<RawStream> stream = OpenConnect(channel, &context);
 
   v1::ConnectRequest hello_message;
   v1::AgentHello* hello = hello_message.mutable_hello();
@@ -134,7 +191,7 @@ absl::Status AgentLink::Session(const std::function<bool()>& cancelled) {
     if (!welcomed.WaitForNotificationWithTimeout(hello_timeout)) context.TryCancel();
   });
   v1::ConnectResponse first;
-  bool read = stream->Write(hello_message) && stream->Read(&first);
+  bool read = WriteMessage(*stream, hello_message) && ReadMessage(*stream, &first);
   bool timed_out = !welcomed.HasBeenNotified() && !read;
   welcomed.Notify();
   watchdog.join();
@@ -176,7 +233,7 @@ absl::Status AgentLink::Session(const std::function<bool()>& cancelled) {
     v1::ConnectResponse message;
     uint64_t acked = 0;
     uint64_t trimmed_at = 0;
-    while (stream->Read(&message)) {
+    while (ReadMessage(*stream, &message)) {
       last_received = absl::ToUnixNanos(absl::Now());
       if (message.has_ack()) {
         if (message.ack().agent_epoch() != epoch_) continue;
@@ -217,29 +274,26 @@ absl::Status AgentLink::Session(const std::function<bool()>& cancelled) {
     }
     bool write_failed = false;
     for (const v1::ConnectRequest& reply : ready) {
-      if (!stream->Write(reply)) {
+      if (!WriteMessage(*stream, reply)) {
         write_failed = true;
         break;
       }
     }
     if (write_failed) break;
-    std::vector<v1::AgentEvent> events = buffer_.Next(
+    EncodedEvents events = buffer_.Next(
         cursor, options_.batch_size, absl::Now() + std::min(interval / 2, absl::Milliseconds(200)));
     absl::Time now = absl::Now();
     if (!events.empty()) {
-      v1::ConnectRequest batch;
-      for (v1::AgentEvent& event : events) {
-        *batch.mutable_events()->add_events() = std::move(event);
-      }
-      uint64_t last = batch.events().events(batch.events().events_size() - 1).sequence();
-      if (!stream->Write(batch)) break;
+      const uint64_t last = events.last_sequence;
+      const size_t count = events.count;
+      if (!WriteEvents(*stream, std::move(events))) break;
       cursor = last;
       last_sent = now;
-      if (metrics_.sent) metrics_.sent(static_cast<size_t>(batch.events().events_size()));
+      if (metrics_.sent) metrics_.sent(count);
     } else if (now - last_sent >= interval) {
       v1::ConnectRequest heartbeat;
       *heartbeat.mutable_heartbeat()->mutable_sent_time() = Now();
-      if (!stream->Write(heartbeat)) break;
+      if (!WriteMessage(*stream, heartbeat)) break;
       last_sent = now;
     }
     if (now - absl::FromUnixNanos(last_received.load()) > 3 * interval) {

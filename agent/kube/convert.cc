@@ -11,7 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
-#include "absl/time/time.h"
+#include "google/protobuf/util/time_util.h"
 
 namespace elfdeploy::kube {
 namespace {
@@ -24,10 +24,6 @@ constexpr std::string_view kDefaultProject = "default";
 constexpr std::string_view kDefaultDestinationServer = "https://kubernetes.default.svc";
 constexpr int32_t kDefaultReplicas = 1;
 constexpr int32_t kDefaultProgressDeadlineSeconds = 600;
-
-// google.protobuf.Timestamp range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
-constexpr int64_t kMinTimestampSeconds = -62135596800;
-constexpr int64_t kMaxTimestampSeconds = 253402300799;
 
 // The member `key` of `json`, or nullptr when `json` is not an object, lacks it, or it is null.
 const Json* Find(const Json& json, std::string_view key) {
@@ -375,19 +371,14 @@ bool IsKeptAnnotation(std::string_view key) {
 }
 
 bool ParseRfc3339(std::string_view text, google::protobuf::Timestamp* out) {
-  if (text.empty()) return false;
-  absl::Time time;
-  std::string error;
-  if (!absl::ParseTime(absl::RFC3339_full, absl::string_view(text.data(), text.size()), &time,
-                       &error)) {
+  // protobuf's parser is the RFC 3339 subset Kubernetes writes (offset required), without
+  // absl::ParseTime's time-zone machinery: it runs for every time of every watched object.
+  google::protobuf::Timestamp parsed;
+  if (text.empty() ||
+      !google::protobuf::util::TimeUtil::FromString(std::string(text), &parsed)) {
     return false;
   }
-  if (time == absl::InfiniteFuture() || time == absl::InfinitePast()) return false;
-  int64_t seconds = absl::ToUnixSeconds(time);  // Rounds towards negative infinity.
-  if (seconds < kMinTimestampSeconds || seconds > kMaxTimestampSeconds) return false;
-  int64_t nanos = absl::ToInt64Nanoseconds(time - absl::FromUnixSeconds(seconds));
-  out->set_seconds(seconds);
-  out->set_nanos(static_cast<int32_t>(nanos));
+  *out = parsed;
   return true;
 }
 

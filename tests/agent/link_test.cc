@@ -40,11 +40,16 @@ TEST(EventBufferTest, AcksAreCumulativeAndNextResumesAfterACursor) {
   agent::EventBuffer buffer(100);
   for (int i = 0; i < 10; ++i) buffer.Push(absl::StrCat("pods/apps/p", i), PodEvent("p", i));
   EXPECT_EQ(buffer.last_sequence(), 10u);
-  std::vector<v1::AgentEvent> first = buffer.Next(0, 4, absl::Now());
+  agent::EncodedEvents encoded = buffer.Next(0, 4, absl::Now());
+  EXPECT_EQ(encoded.count, 4u);
+  EXPECT_EQ(encoded.last_sequence, 4u);
+  std::vector<v1::AgentEvent> first = encoded.Decode();
   ASSERT_EQ(first.size(), 4u);
   EXPECT_EQ(first[0].sequence(), 1u);
   EXPECT_EQ(first[3].sequence(), 4u);
-  EXPECT_EQ(buffer.Next(4, 100, absl::Now()).size(), 6u);
+  EXPECT_EQ(first[2].change().object().pod().meta().name(), "p");
+  EXPECT_EQ(first[2].change().object().pod().meta().generation(), 2);
+  EXPECT_EQ(buffer.Next(4, 100, absl::Now()).Decode().size(), 6u);
   buffer.Ack(7);
   EXPECT_EQ(buffer.first_unacked(), 8u);
   EXPECT_EQ(buffer.size(), 3u);
@@ -60,7 +65,7 @@ TEST(EventBufferTest, OverTheBoundOnlyOlderStatesOfTheSameObjectGo) {
   v1::AgentEvent done;
   done.mutable_snapshot_complete()->set_kind(v1::OBJECT_KIND_POD);
   buffer.Push("", done);
-  std::vector<v1::AgentEvent> events = buffer.Next(0, 100, absl::Now());
+  std::vector<v1::AgentEvent> events = buffer.Next(0, 100, absl::Now()).Decode();
   std::vector<uint64_t> sequences;
   for (const v1::AgentEvent& e : events) sequences.push_back(e.sequence());
   EXPECT_THAT(sequences, ::testing::ElementsAre(2, 3, 4, 5, 6, 7, 8));
