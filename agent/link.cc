@@ -80,10 +80,10 @@ bool WriteEvents(RawStream& stream, EncodedEvents events) {
     coded.WriteVarint32(static_cast<uint32_t>(events.body.size()));
   }
   auto* body = new std::string(std::move(events.body));
-  grpc::Slice slices[] = {
-      grpc::Slice(header),
-      grpc::Slice(body->data(), body->size(),
-                  [](void* owned) { delete static_cast<std::string*>(owned); }, body)};
+  grpc::Slice slices[] = {grpc::Slice(header),
+                          grpc::Slice(
+                              body->data(), body->size(),
+                              [](void* owned) { delete static_cast<std::string*>(owned); }, body)};
   grpc::ByteBuffer buffer(slices, 2);
   return stream.Write(buffer);
 }
@@ -92,7 +92,8 @@ bool ReadMessage(RawStream& stream, v1::ConnectResponse* message) {
   grpc::ByteBuffer buffer;
   if (!stream.Read(&buffer)) return false;
   message->Clear();
-  grpc::Status parsed = grpc::SerializationTraits<v1::ConnectResponse>::Deserialize(&buffer, message);
+  grpc::Status parsed =
+      grpc::SerializationTraits<v1::ConnectResponse>::Deserialize(&buffer, message);
   if (!parsed.ok()) {
     log::Warning("unreadable message from cluster-watcher; reconnecting",
                  {{"error", parsed.error_message()}});

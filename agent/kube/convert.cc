@@ -374,8 +374,7 @@ bool ParseRfc3339(std::string_view text, google::protobuf::Timestamp* out) {
   // protobuf's parser is the RFC 3339 subset Kubernetes writes (offset required), without
   // absl::ParseTime's time-zone machinery: it runs for every time of every watched object.
   google::protobuf::Timestamp parsed;
-  if (text.empty() ||
-      !google::protobuf::util::TimeUtil::FromString(std::string(text), &parsed)) {
+  if (text.empty() || !google::protobuf::util::TimeUtil::FromString(std::string(text), &parsed)) {
     return false;
   }
   *out = parsed;

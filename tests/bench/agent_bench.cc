@@ -1,13 +1,15 @@
 // The event path of issue 7 item 8, all real binaries on this machine: elfdeploy-kubesim churns
 // pods, elfdeploy-agent watches them and streams to elfdeploy-cluster-watcher over TLS, and one
-// Watch subscriber counts what arrives. Prints (1) sustained events/s at the subscriber with the
-// churn asked for far more than that, (2) p50/p99 latency from the agent observing a change to the
-// subscriber receiving it, at 1,000 events/s, and (3) the agent's RSS with 5,000 pods watched;
-// and whether each meets its target. Exits non-zero only when something fails to run.
+// Watch subscriber counts what arrives. Prints (1) sustained events/s at the subscriber: the
+// highest churn rate delivered in full (and what arrives when the churn asks for far more), (2)
+// p50/p99 latency from the agent observing a change to the subscriber receiving it, at 1,000
+// events/s, and (3) the agent's RSS with 5,000 pods watched; and whether each meets its target.
+// Exits non-zero only when something fails to run.
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -247,22 +249,66 @@ int Main(const char* argv0) {
   std::vector<std::string> rows;
   std::vector<std::string> notes;
 
-  // (1) Throughput: the churn asks for far more than the path can carry.
+  // (1) Throughput. Sustained: the highest churn rate whose every change reaches the subscriber
+  // (at least 97% of what kubesim produced in the window; the rest is events still in flight),
+  // found by bisection in steps of 500/s. For reference, what arrives when the churn asks for
+  // --max_rate: the producer then takes the cores the path needs, and the agent coalesces.
   if (wanted("throughput")) {
-    absl::StatusOr<std::unique_ptr<Stack>> stack = StartStack(200, max_rate);
-    if (!stack.ok() || !WaitSynced(**stack, absl::Seconds(60))) {
-      std::fprintf(stderr, "FAILED: throughput stack: %s\n",
-                   stack.ok() ? "the agent never synced" : stack.status().ToString().c_str());
+    auto run = [&](double rate) -> absl::StatusOr<Measured> {
+      absl::StatusOr<std::unique_ptr<Stack>> stack = StartStack(200, rate);
+      if (!stack.ok()) return stack.status();
+      if (!WaitSynced(**stack, absl::Seconds(60))) {
+        return absl::DeadlineExceededError("the agent never synced");
+      }
+      Measured measured = Subscribe(**stack, window);
+      std::printf(
+          "  churn asked %6.0f/s: kubesim produced %6.0f/s, the subscriber received %6.0f/s\n",
+          rate, measured.source_per_second, measured.events_per_second);
+      std::fflush(stdout);
+      return measured;
+    };
+    auto delivered = [](const Measured& m) {
+      return m.events_per_second >= 0.97 * m.source_per_second;
+    };
+    absl::StatusOr<Measured> overload = run(max_rate);
+    if (!overload.ok()) {
+      std::fprintf(stderr, "FAILED: throughput stack: %s\n", overload.status().ToString().c_str());
       return 1;
     }
-    Measured throughput = Subscribe(**stack, window);
+    double low = 0, high = max_rate;
+    Measured best;
+    if (delivered(*overload)) {
+      low = max_rate;
+      best = *overload;
+    }
+    while (high - low > 500) {
+      double rate = std::max(500.0, std::round((low + high) / 2 / 500) * 500);
+      if (rate <= low || rate >= high) break;
+      absl::StatusOr<Measured> measured = run(rate);
+      if (!measured.ok()) {
+        std::fprintf(stderr, "FAILED: throughput stack: %s\n",
+                     measured.status().ToString().c_str());
+        return 1;
+      }
+      if (delivered(*measured)) {
+        low = rate;
+        best = *measured;
+      } else {
+        high = rate;
+      }
+    }
+    std::printf("\n");
     rows.push_back(absl::StrFormat(
-        "%-44s %10.0f ev/s %12s %6s",
-        absl::StrFormat("sustained events/s (churn asked %.0f/s)", max_rate),
-        throughput.events_per_second, ">= 20000", verdict(throughput.events_per_second >= 20000)));
-    notes.push_back(
-        absl::StrFormat("kubesim produced %.0f changes/s while the subscriber received %.0f/s",
-                        throughput.source_per_second, throughput.events_per_second));
+        "%-44s %10.0f ev/s %12s %6s", "sustained events/s (every change delivered)",
+        best.events_per_second, ">= 20000", verdict(best.events_per_second >= 20000)));
+    rows.push_back(
+        absl::StrFormat("%-44s %10.0f ev/s %12s %6s",
+                        absl::StrFormat("received with the churn asking %.0f/s", max_rate),
+                        overload->events_per_second, "", ""));
+    notes.push_back(absl::StrFormat(
+        "sustained: the highest churn rate (bisection, 500/s steps) at which the subscriber "
+        "received >= 97%% of kubesim's changes; at %.0f/s asked kubesim produced %.0f/s",
+        max_rate, overload->source_per_second));
   }
 
   // (2) Latency at 1,000 events/s.

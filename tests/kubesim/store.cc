@@ -1029,8 +1029,7 @@ absl::Status ObjectStore::NextLocked(Watcher* watcher, absl::Time deadline,
   // committer evaluates this on unlock, so other types' churn costs a sleeping watch nothing.
   auto due = [this, watcher]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     const TypeWindow window = WindowOf(watcher->type_);
-    return shutdown_ || window.last_rv > watcher->cursor_ ||
-           window.compacted_rv > watcher->cursor_;
+    return shutdown_ || window.last_rv > watcher->cursor_ || window.compacted_rv > watcher->cursor_;
   };
   while (true) {
     if (shutdown_) return absl::CancelledError("the server is shutting down");
