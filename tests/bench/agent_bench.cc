@@ -57,6 +57,11 @@ struct Stack {
   std::unique_ptr<ServiceProcess> agent = {};
 };
 
+// Changes kubesim keeps for watches: about two seconds of the fastest churn, so an agent that
+// falls further behind is sent 410 and relists, as an API server would. (A window that keeps
+// everything would hold a copy of every state ever written and measure page faults instead.)
+constexpr int kHistoryWindow = 40000;
+
 absl::StatusOr<std::unique_ptr<Stack>> StartStack(int churn_pods, double churn_rate) {
   absl::StatusOr<TempDir> dir = TempDir::Create("agent-bench-");
   if (!dir.ok()) return dir.status();
@@ -77,7 +82,8 @@ openssl x509 -req -in w.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out w.pem 
 
   absl::StatusOr<std::unique_ptr<ChildProcess>> kubesim = ChildProcess::Start(
       {.argv = {BinaryPath("elfdeploy-kubesim"), "--listen_addr=127.0.0.1:0",
-                "--history_window=2000000", absl::StrCat("--churn_pods=", churn_pods),
+                absl::StrCat("--history_window=", kHistoryWindow),
+                absl::StrCat("--churn_pods=", churn_pods),
                 absl::StrCat("--churn_rate=", churn_rate)},
        .log_path = stack->dir.Join("kubesim.log")});
   if (!kubesim.ok()) return kubesim.status();
