@@ -97,6 +97,7 @@ class Agent final : public Component {
     link_options_.client_key_file = options_.client_key_file;
     link_options_.token = std::move(token);
     link_options_.heartbeat_interval = options_.heartbeat_interval;
+    link_options_.batch_linger = options_.batch_linger;
     link_options_.agent_version = kVersion;
     link_options_.argocd_namespace = options_.argocd_namespace;
     link_options_.namespaces = options_.namespaces;
@@ -235,6 +236,7 @@ void BindAgentConfig(ConfigBinder& binder, AgentOptions* options) {
   binder.Bind("agent.argocd_namespace", &options->argocd_namespace);
   binder.Bind("agent.namespaces", &options->namespaces);
   binder.Bind("agent.buffer_events", &options->buffer_events);
+  binder.Bind("agent.batch_linger", &options->batch_linger);
   binder.Bind("agent.watch_timeout", &options->watch_timeout);
 }
 

@@ -38,6 +38,9 @@ struct AgentOptions {
   std::vector<std::string> namespaces;
   // Unacked events kept before coalescing per object starts.
   int64_t buffer_events = 100000;
+  // How long a batch may wait to fill up before it is sent (0 sends at once): under load, fewer and
+  // larger messages for the link, the watcher's log and its subscribers.
+  absl::Duration batch_linger = absl::Milliseconds(1);
   // timeoutSeconds of each Kubernetes watch request.
   absl::Duration watch_timeout = absl::Minutes(5);
 };

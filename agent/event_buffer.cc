@@ -1,5 +1,6 @@
 #include "agent/event_buffer.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "google/protobuf/io/coded_stream.h"
@@ -33,13 +34,21 @@ std::vector<v1::AgentEvent> EncodedEvents::Decode() const {
   return {batch.events().begin(), batch.events().end()};
 }
 
-EncodedEvents EventBuffer::Next(uint64_t after, size_t max, absl::Time deadline) {
+EncodedEvents EventBuffer::Next(uint64_t after, size_t max, absl::Time deadline,
+                                absl::Duration linger) {
   absl::MutexLock lock(&mu_);
   uint64_t wakes = wakes_;
   auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return wakes_ != wakes || events_.upper_bound(after) != events_.end();
   };
   mu_.AwaitWithDeadline(absl::Condition(&ready), deadline);
+  if (linger > absl::ZeroDuration() && wakes_ == wakes) {
+    // Sequences are dense but for coalesced gaps, so this counts at most what is there.
+    auto full = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return wakes_ != wakes || next_ - 1 - std::min(after, next_ - 1) >= max;
+    };
+    mu_.AwaitWithTimeout(absl::Condition(&full), linger);
+  }
   // Each event is field `events` (length-delimited) of AgentEventBatch.
   constexpr uint32_t kEventsTag = (v1::AgentEventBatch::kEventsFieldNumber << 3) | 2;
   EncodedEvents out;

@@ -38,8 +38,10 @@ class EventBuffer {
   uint64_t Push(const std::string& key, v1::AgentEvent event);
 
   // Up to `max` events with a sequence greater than `after`, in order; waits until there is one,
-  // `deadline` passes, or `wake` is called (then possibly none).
-  EncodedEvents Next(uint64_t after, size_t max, absl::Time deadline);
+  // `deadline` passes, or `wake` is called (then possibly none). With a `linger`, once there is
+  // one it waits up to that long for `max` (fewer, larger batches under load).
+  EncodedEvents Next(uint64_t after, size_t max, absl::Time deadline,
+                     absl::Duration linger = absl::ZeroDuration());
   // Ends a Next that is waiting.
   void Wake();
 

@@ -282,7 +282,8 @@ absl::Status AgentLink::Session(const std::function<bool()>& cancelled) {
     }
     if (write_failed) break;
     EncodedEvents events = buffer_.Next(
-        cursor, options_.batch_size, absl::Now() + std::min(interval / 2, absl::Milliseconds(200)));
+        cursor, options_.batch_size, absl::Now() + std::min(interval / 2, absl::Milliseconds(200)),
+        options_.batch_linger);
     absl::Time now = absl::Now();
     if (!events.empty()) {
       const uint64_t last = events.last_sequence;

@@ -33,8 +33,9 @@ struct LinkOptions {
   absl::Duration heartbeat_interval = absl::Seconds(5);
   absl::Duration initial_backoff = absl::Milliseconds(200);
   absl::Duration max_backoff = absl::Seconds(10);
-  // Events per message.
+  // Events per message, and how long a message may wait for that many.
   size_t batch_size = 512;
+  absl::Duration batch_linger = absl::ZeroDuration();
   // Hello fields.
   std::string agent_version;
   std::string argocd_namespace;

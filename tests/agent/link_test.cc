@@ -56,6 +56,32 @@ TEST(EventBufferTest, AcksAreCumulativeAndNextResumesAfterACursor) {
   EXPECT_TRUE(buffer.Next(10, 100, absl::Now() + absl::Milliseconds(20)).empty());
 }
 
+TEST(EventBufferTest, ALingeringNextWaitsForAFullBatchOrAWake) {
+  agent::EventBuffer buffer(100);
+  buffer.Push("pods/apps/p0", PodEvent("p0", 0));
+  agent::EncodedEvents full;
+  std::thread next(
+      [&] { full = buffer.Next(0, 10, absl::InfiniteFuture(), absl::InfiniteDuration()); });
+  for (int i = 1; i < 10; ++i) buffer.Push(absl::StrCat("pods/apps/p", i), PodEvent("p", i));
+  next.join();
+  EXPECT_EQ(full.count, 10u);
+  EXPECT_EQ(full.last_sequence, 10u);
+
+  buffer.Push("pods/apps/p10", PodEvent("p10", 0));
+  agent::EncodedEvents woken;
+  std::atomic<bool> returned{false};
+  std::thread waiting([&] {
+    woken = buffer.Next(10, 10, absl::InfiniteFuture(), absl::InfiniteDuration());
+    returned = true;
+  });
+  while (!returned) {  // a wake before Next starts waiting is not seen by it
+    buffer.Wake();
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  waiting.join();
+  EXPECT_EQ(woken.count, 1u);
+}
+
 TEST(EventBufferTest, OverTheBoundOnlyOlderStatesOfTheSameObjectGo) {
   agent::EventBuffer buffer(5);
   for (int i = 0; i < 5; ++i) buffer.Push(absl::StrCat("pods/apps/p", i), PodEvent("p", i));
