@@ -12,6 +12,9 @@
 namespace elfdeploy::kubesim {
 namespace {
 
+// How often the resource watches that feed health checks hand over what changed.
+constexpr absl::Duration kWatchBatchInterval = absl::Milliseconds(5);
+
 using json = nlohmann::json;
 
 constexpr char kApplications[] = "applications";
@@ -331,11 +334,16 @@ void ArgoController::WatchResources(std::string resource) {
       watcher.reset();
       continue;
     }
-    absl::MutexLock lock(&mu_);
-    for (const WatchEvent& event : events) {
-      std::string app = StringAt(*event.object, "/metadata/labels/app.kubernetes.io~1instance");
-      if (!app.empty()) health_queue_.insert(app);
+    {
+      absl::MutexLock lock(&mu_);
+      for (const WatchEvent& event : events) {
+        std::string app = StringAt(*event.object, "/metadata/labels/app.kubernetes.io~1instance");
+        if (!app.empty()) health_queue_.insert(app);
+      }
     }
+    // What changed meanwhile comes as one batch, rather than a wake-up per change of a busy
+    // cluster.
+    if (!events.empty()) absl::SleepFor(kWatchBatchInterval);
   }
 }
 

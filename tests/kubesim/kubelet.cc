@@ -38,6 +38,9 @@ constexpr char kRevision[] = "deployment.kubernetes.io/revision";
 constexpr char kExitCodeEnv[] = "ELFDEPLOY_SIM_EXIT_CODE";
 constexpr char kGateway[] = "agentgateway";
 constexpr char kDockerConfigJson[] = "kubernetes.io/dockerconfigjson";
+// The controllers take what changed in this interval as one batch (as informers do), rather than
+// waking for every change of a busy cluster.
+constexpr absl::Duration kWatchBatchInterval = absl::Milliseconds(5);
 
 std::string Timestamp(absl::Time t) {
   return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", t, absl::UTCTimeZone());
@@ -513,6 +516,11 @@ void KubeletSim::Impl::WatchLoop(const std::string& resource, uint64_t resource_
       if (!status.ok()) break;
       std::vector<Message> messages;
       for (WatchEvent& event : events) {
+        if (resource == "pods") {
+          // Another node's pod is never this kubelet's (nodeName does not change once set).
+          std::string node = JString(*event.object, "/spec/nodeName");
+          if (!node.empty() && node != options_.node_name) continue;
+        }
         Message message;
         message.resource = resource;
         message.type = event.type;
@@ -520,7 +528,8 @@ void KubeletSim::Impl::WatchLoop(const std::string& resource, uint64_t resource_
         messages.push_back(std::move(message));
       }
       from = std::to_string((*watcher)->resource_version());
-      Post(std::move(messages));
+      if (!messages.empty()) Post(std::move(messages));
+      if (!events.empty()) absl::SleepFor(kWatchBatchInterval);
     }
     if (absl::IsCancelled(status)) return;
     if (absl::IsOutOfRange(status)) {
