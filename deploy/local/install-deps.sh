@@ -12,6 +12,8 @@ packages=(
   libyaml-cpp-dev libgit2-dev prometheus-cpp-dev libcurl4-openssl-dev nlohmann-json3-dev
   libssl-dev zlib1g-dev libarchive-dev libsqlite3-dev libgtest-dev libgmock-dev libbenchmark-dev
   libdeflate-dev libcpp-httplib-dev
+  # tests/kubesim's allocator
+  libjemalloc-dev
   # real peers for the tests and the local demo
   docker-registry git lighttpd apache2-utils openssl curl prometheus skopeo umoci
   openssh-server openssh-client

@@ -1,5 +1,4 @@
 // elfdeploy-kubesim: a Kubernetes API server simulator for elfdeploy's tests and local demo.
-#include <malloc.h>
 #include <signal.h>
 
 #include <cstdio>
@@ -234,11 +233,4 @@ int Run(int argc, char** argv) {
 }  // namespace
 }  // namespace elfdeploy::kubesim
 
-int main(int argc, char** argv) {
-  // Every change copies and frees a whole object: keep freed memory in the heap instead of
-  // returning it to the kernel and faulting it back in on the next change.
-  mallopt(M_MMAP_THRESHOLD, 64 << 20);
-  mallopt(M_TRIM_THRESHOLD, 256 << 20);
-  mallopt(M_TOP_PAD, 16 << 20);
-  return elfdeploy::kubesim::Run(argc, argv);
-}
+int main(int argc, char** argv) { return elfdeploy::kubesim::Run(argc, argv); }
