@@ -45,19 +45,28 @@ std::string CollectionPath(const std::string& resource, const std::string& ns) {
                     : absl::StrCat(prefix, "/namespaces/", ns, "/", resource);
 }
 
-// What the informers keep of each object for relist diffs: its identity. A deletion found by a
-// relist is reported with it (the watcher holds the object's last full state).
-json Trim(const json& object) {
-  json trimmed = {{"apiVersion", object.value("apiVersion", "")},
-                  {"kind", object.value("kind", "")}};
-  if (object.contains("metadata") && object["metadata"].is_object()) {
-    const json& metadata = object["metadata"];
+// What the informers keep of each object for relist diffs: its identity, as JSON text. A deletion
+// found by a relist is reported with it (the watcher holds the object's last full state).
+std::string Trim(simdjson::dom::element object) {
+  json trimmed = json::object();
+  std::string_view text;
+  for (const char* key : {"apiVersion", "kind"}) {
+    if (object[key].get(text) == simdjson::SUCCESS) trimmed[key] = text;
+  }
+  simdjson::dom::object metadata;
+  if (object["metadata"].get(metadata) == simdjson::SUCCESS) {
     json& kept = trimmed["metadata"];
     for (const char* key : {"name", "namespace", "uid", "resourceVersion"}) {
-      if (metadata.contains(key)) kept[key] = metadata[key];
+      if (metadata[key].get(text) == simdjson::SUCCESS) kept[key] = text;
     }
   }
-  return trimmed;
+  return trimmed.dump();
+}
+
+// The string at `object.metadata[key]`, or "".
+std::string_view MetadataString(simdjson::dom::element object, const char* key) {
+  std::string_view text;
+  return object["metadata"][key].get(text) == simdjson::SUCCESS ? text : std::string_view();
 }
 
 class Agent final : public Component {
@@ -159,7 +168,7 @@ class Agent final : public Component {
     options.path = watched.path;
     options.watch_timeout = options_.watch_timeout;
     agent::InformerHandler handler;
-    handler.on_change = [this, &watched](agent::Change change, const json& object) {
+    handler.on_change = [this, &watched](agent::Change change, simdjson::dom::element object) {
       absl::StatusOr<v1::ClusterObject> converted = kube::ToClusterObject(watched.kind, object);
       if (!converted.ok()) {
         log::Warning("skipping an object the agent cannot read",
@@ -174,9 +183,10 @@ class Agent final : public Component {
                     : change == agent::Change::kModified ? v1::CHANGE_TYPE_MODIFIED
                                                          : v1::CHANGE_TYPE_DELETED);
       *out->mutable_object() = *std::move(converted);
-      const json& metadata = object["metadata"];
-      buffer_.Push(absl::StrCat(watched.name, "/", metadata.value("namespace", ""), "/",
-                                metadata.value("name", "")),
+      std::string_view ns = MetadataString(object, "namespace");
+      std::string_view name = MetadataString(object, "name");
+      buffer_.Push(absl::StrCat(watched.name, "/", absl::string_view(ns.data(), ns.size()), "/",
+                                absl::string_view(name.data(), name.size())),
                    std::move(event));
     };
     handler.on_synced = [this, &watched](const std::string& resource_version) {

@@ -162,13 +162,17 @@ absl::StatusOr<std::string> KubeClient::GetText(const std::string& path) {
   return std::move(response->body);
 }
 
-absl::Status KubeClient::Watch(const std::string& path,
-                               const std::function<bool(const std::string&, json&)>& on_event,
-                               const std::function<bool()>& cancelled) {
+absl::Status KubeClient::Watch(
+    const std::string& path,
+    const std::function<bool(std::string_view, simdjson::dom::element)>& on_event,
+    const std::function<bool()>& cancelled) {
   absl::StatusOr<KubeHttp::Headers> headers = MakeHeaders();
   if (!headers.ok()) return headers.status();
   std::string pending;
   absl::Status stopped;
+  // Reused for every event: simdjson parses into the parser's buffers, so a busy watch allocates
+  // nothing per event.
+  simdjson::dom::parser parser;
   auto sink = [&](absl::string_view chunk) {
     pending.append(chunk.data(), chunk.size());
     size_t start = 0;
@@ -176,12 +180,16 @@ absl::Status KubeClient::Watch(const std::string& path,
          start = newline + 1) {
       absl::string_view line(pending.data() + start, newline - start);
       if (absl::StripAsciiWhitespace(line).empty()) continue;
-      json event = json::parse(line.begin(), line.end(), nullptr, false);
-      if (!event.is_object() || !event.contains("type") || !event["type"].is_string()) {
+      simdjson::dom::element event;
+      std::string_view type;
+      simdjson::dom::element object;
+      if (parser.parse(line.data(), line.size()).get(event) != simdjson::SUCCESS ||
+          event["type"].get(type) != simdjson::SUCCESS) {
         stopped = absl::DataLossError(absl::StrCat("GET ", path, ": a watch event is not JSON"));
         return false;
       }
-      if (!on_event(event["type"].get<std::string>(), event["object"])) {
+      if (event["object"].get(object) != simdjson::SUCCESS) object = simdjson::dom::element();
+      if (!on_event(type, object)) {
         stopped = absl::CancelledError("the watch was stopped");
         return false;
       }

@@ -12,6 +12,7 @@
 #include "agent/kube/config.h"
 #include "agent/kube/http.h"
 #include "nlohmann/json.hpp"
+#include "simdjson.h"
 
 namespace elfdeploy::agent {
 
@@ -40,7 +41,7 @@ class KubeClient {
   // server ends the stream (OK), `on_event` returns false or `cancelled` returns true (CANCELLED),
   // or the request fails (the initial response's status as above).
   absl::Status Watch(const std::string& path,
-                     const std::function<bool(const std::string&, nlohmann::json&)>& on_event,
+                     const std::function<bool(std::string_view, simdjson::dom::element)>& on_event,
                      const std::function<bool()>& cancelled);
 
   // The server's gitVersion, e.g. "v1.29.2".

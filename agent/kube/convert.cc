@@ -12,11 +12,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "google/protobuf/util/time_util.h"
+#include "nlohmann/json.hpp"
 
 namespace elfdeploy::kube {
 namespace {
 
-using Json = nlohmann::json;
+using Json = simdjson::dom::element;
 
 constexpr std::string_view kApplicationApiVersion = "argoproj.io/v1alpha1";
 constexpr std::string_view kDefaultArgoNamespace = "argocd";
@@ -25,55 +26,70 @@ constexpr std::string_view kDefaultDestinationServer = "https://kubernetes.defau
 constexpr int32_t kDefaultReplicas = 1;
 constexpr int32_t kDefaultProgressDeadlineSeconds = 600;
 
-// The member `key` of `json`, or nullptr when `json` is not an object, lacks it, or it is null.
-const Json* Find(const Json& json, std::string_view key) {
-  if (!json.is_object()) return nullptr;
-  auto it = json.find(key);
-  if (it == json.end() || it->is_null()) return nullptr;
-  return &*it;
+// The member `key` of `json`, or nullopt when `json` is not an object, lacks it, or it is null.
+std::optional<Json> Find(Json json, std::string_view key) {
+  simdjson::dom::object object;
+  if (json.get(object) != simdjson::SUCCESS) return std::nullopt;
+  Json child;
+  if (object.at_key(key).get(child) != simdjson::SUCCESS || child.is_null()) return std::nullopt;
+  return child;
 }
 
 // Find() restricted to objects.
-const Json* FindObject(const Json& json, std::string_view key) {
-  const Json* child = Find(json, key);
-  return child != nullptr && child->is_object() ? child : nullptr;
+std::optional<Json> FindObject(Json json, std::string_view key) {
+  std::optional<Json> child = Find(json, key);
+  return child.has_value() && child->is_object() ? child : std::nullopt;
 }
 
 // Find() restricted to arrays.
-const Json* FindArray(const Json& json, std::string_view key) {
-  const Json* child = Find(json, key);
-  return child != nullptr && child->is_array() ? child : nullptr;
+std::optional<Json> FindArray(Json json, std::string_view key) {
+  std::optional<Json> child = Find(json, key);
+  return child.has_value() && child->is_array() ? child : std::nullopt;
+}
+
+// The elements of an array and the members of an object (callers have checked the type).
+simdjson::dom::array Items(Json array) { return array.get_array().value_unsafe(); }
+simdjson::dom::object Members(Json object) { return object.get_object().value_unsafe(); }
+
+// The string value of `json`, or "" when it is not a string.
+std::string_view StringOf(Json json) {
+  std::string_view text;
+  return json.get(text) == simdjson::SUCCESS ? text : std::string_view();
 }
 
 // The string member `key`, or "" when absent or not a string.
-std::string GetString(const Json& json, std::string_view key) {
-  const Json* child = Find(json, key);
-  return child != nullptr && child->is_string() ? child->get<std::string>() : std::string();
+std::string GetString(Json json, std::string_view key) {
+  std::optional<Json> child = Find(json, key);
+  return child.has_value() ? std::string(StringOf(*child)) : std::string();
 }
 
 // An integral JSON number (integers, and floats with no fraction) clamped to int64; nullopt
 // otherwise.
-std::optional<int64_t> AsInt64(const Json& json) {
-  if (json.is_number_unsigned()) {
-    uint64_t value = json.get<uint64_t>();
-    return value > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())
-               ? std::numeric_limits<int64_t>::max()
-               : static_cast<int64_t>(value);
+std::optional<int64_t> AsInt64(Json json) {
+  switch (json.type()) {
+    case simdjson::dom::element_type::UINT64: {
+      uint64_t value = json.get_uint64().value_unsafe();
+      return value > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())
+                 ? std::numeric_limits<int64_t>::max()
+                 : static_cast<int64_t>(value);
+    }
+    case simdjson::dom::element_type::INT64:
+      return json.get_int64().value_unsafe();
+    case simdjson::dom::element_type::DOUBLE: {
+      double value = json.get_double().value_unsafe();
+      if (!std::isfinite(value) || value != std::trunc(value)) return std::nullopt;
+      if (value >= 9.2e18) return std::numeric_limits<int64_t>::max();
+      if (value <= -9.2e18) return std::numeric_limits<int64_t>::min();
+      return static_cast<int64_t>(value);
+    }
+    default:
+      return std::nullopt;
   }
-  if (json.is_number_integer()) return json.get<int64_t>();
-  if (json.is_number_float()) {
-    double value = json.get<double>();
-    if (!std::isfinite(value) || value != std::trunc(value)) return std::nullopt;
-    if (value >= 9.2e18) return std::numeric_limits<int64_t>::max();
-    if (value <= -9.2e18) return std::numeric_limits<int64_t>::min();
-    return static_cast<int64_t>(value);
-  }
-  return std::nullopt;
 }
 
-std::optional<int64_t> GetInt64(const Json& json, std::string_view key) {
-  const Json* child = Find(json, key);
-  if (child == nullptr) return std::nullopt;
+std::optional<int64_t> GetInt64(Json json, std::string_view key) {
+  std::optional<Json> child = Find(json, key);
+  if (!child.has_value()) return std::nullopt;
   return AsInt64(*child);
 }
 
@@ -83,45 +99,64 @@ int32_t ClampInt32(int64_t value) {
   return static_cast<int32_t>(value);
 }
 
-std::optional<int32_t> GetInt32(const Json& json, std::string_view key) {
+std::optional<int32_t> GetInt32(Json json, std::string_view key) {
   std::optional<int64_t> value = GetInt64(json, key);
   if (!value.has_value()) return std::nullopt;
   return ClampInt32(*value);
 }
 
 // The bool member `key`, or false when absent or not a bool.
-bool GetBool(const Json& json, std::string_view key) {
-  const Json* child = Find(json, key);
-  return child != nullptr && child->is_boolean() && child->get<bool>();
+bool GetBool(Json json, std::string_view key) {
+  std::optional<Json> child = Find(json, key);
+  bool value = false;
+  return child.has_value() && child->get(value) == simdjson::SUCCESS && value;
 }
 
 // Sets `*out` from the RFC 3339 string member `key`; returns whether it did.
-bool GetTime(const Json& json, std::string_view key, google::protobuf::Timestamp* out) {
-  const Json* child = Find(json, key);
-  if (child == nullptr || !child->is_string()) return false;
-  return ParseRfc3339(child->get_ref<const std::string&>(), out);
+bool GetTime(Json json, std::string_view key, google::protobuf::Timestamp* out) {
+  std::optional<Json> child = Find(json, key);
+  if (!child.has_value() || !child->is_string()) return false;
+  return ParseRfc3339(StringOf(*child), out);
 }
 
 // Sets the `mutable_field()` Timestamp only when `key` holds a valid time, so that absent times
 // stay unset.
 template <typename Mutable>
-void SetTime(const Json& json, std::string_view key, Mutable mutable_field) {
+void SetTime(Json json, std::string_view key, Mutable mutable_field) {
   google::protobuf::Timestamp time;
   if (GetTime(json, key, &time)) *mutable_field() = time;
 }
 
 // Copies the string values of the object member `key` into `map`; non-string values are skipped,
 // numbers (quantities written unquoted) are kept in their JSON spelling.
-void CopyStringMap(const Json& json, std::string_view key,
+void CopyStringMap(Json json, std::string_view key,
                    google::protobuf::Map<std::string, std::string>* map, bool numbers_too) {
-  const Json* object = FindObject(json, key);
-  if (object == nullptr) return;
-  for (const auto& [name, value] : object->items()) {
-    if (value.is_string()) {
-      (*map)[name] = value.get<std::string>();
-    } else if (numbers_too && value.is_number()) {
-      (*map)[name] = value.dump();
+  std::optional<Json> object = FindObject(json, key);
+  if (!object.has_value()) return;
+  for (simdjson::dom::key_value_pair field : Members(*object)) {
+    if (field.value.is_string()) {
+      (*map)[std::string(field.key)] = std::string(StringOf(field.value));
+    } else if (numbers_too && field.value.is_number()) {
+      (*map)[std::string(field.key)] = simdjson::minify(field.value);
     }
+  }
+}
+
+// The JSON type of `json`, for messages.
+std::string_view TypeName(Json json) {
+  switch (json.type()) {
+    case simdjson::dom::element_type::ARRAY:
+      return "array";
+    case simdjson::dom::element_type::OBJECT:
+      return "object";
+    case simdjson::dom::element_type::STRING:
+      return "string";
+    case simdjson::dom::element_type::BOOL:
+      return "boolean";
+    case simdjson::dom::element_type::NULL_VALUE:
+      return "null";
+    default:
+      return "number";
   }
 }
 
@@ -195,11 +230,10 @@ v1::KubernetesEventType ToEventType(const std::string& text) {
 }
 
 // status.conditions[] of any kind; non-object entries are skipped.
-void ConvertConditions(const Json& status,
-                       google::protobuf::RepeatedPtrField<v1::Condition>* conditions) {
-  const Json* items = FindArray(status, "conditions");
-  if (items == nullptr) return;
-  for (const Json& item : *items) {
+void ConvertConditions(Json status, google::protobuf::RepeatedPtrField<v1::Condition>* conditions) {
+  std::optional<Json> items = FindArray(status, "conditions");
+  if (!items.has_value()) return;
+  for (Json item : Items(*items)) {
     if (!item.is_object()) continue;
     v1::Condition* condition = conditions->Add();
     condition->set_type(GetString(item, "type"));
@@ -212,21 +246,21 @@ void ConvertConditions(const Json& status,
 }
 
 // A container of a pod spec or pod template spec.
-void ConvertContainers(const Json& pod_spec,
+void ConvertContainers(Json pod_spec,
                        google::protobuf::RepeatedPtrField<v1::ContainerSpec>* containers) {
-  const Json* items = FindArray(pod_spec, "containers");
-  if (items == nullptr) return;
-  for (const Json& item : *items) {
+  std::optional<Json> items = FindArray(pod_spec, "containers");
+  if (!items.has_value()) return;
+  for (Json item : Items(*items)) {
     if (!item.is_object()) continue;
     v1::ContainerSpec* container = containers->Add();
     container->set_name(GetString(item, "name"));
     container->set_image(GetString(item, "image"));
-    if (const Json* resources = FindObject(item, "resources")) {
+    if (std::optional<Json> resources = FindObject(item, "resources")) {
       CopyStringMap(*resources, "limits", container->mutable_limits(), /*numbers_too=*/true);
       CopyStringMap(*resources, "requests", container->mutable_requests(), /*numbers_too=*/true);
     }
-    if (const Json* ports = FindArray(item, "ports")) {
-      for (const Json& port : *ports) {
+    if (std::optional<Json> ports = FindArray(item, "ports")) {
+      for (Json port : Items(*ports)) {
         std::optional<int32_t> number = GetInt32(port, "containerPort");
         if (number.has_value()) container->add_ports(*number);
       }
@@ -234,15 +268,15 @@ void ConvertContainers(const Json& pod_spec,
   }
 }
 
-void ConvertContainerState(const Json& json, v1::ContainerState* state) {
-  if (const Json* waiting = FindObject(json, "waiting")) {
+void ConvertContainerState(Json json, v1::ContainerState* state) {
+  if (std::optional<Json> waiting = FindObject(json, "waiting")) {
     v1::ContainerStateWaiting* out = state->mutable_waiting();
     out->set_reason(GetString(*waiting, "reason"));
     out->set_message(GetString(*waiting, "message"));
-  } else if (const Json* running = FindObject(json, "running")) {
+  } else if (std::optional<Json> running = FindObject(json, "running")) {
     v1::ContainerStateRunning* out = state->mutable_running();
     SetTime(*running, "startedAt", [&] { return out->mutable_started_time(); });
-  } else if (const Json* terminated = FindObject(json, "terminated")) {
+  } else if (std::optional<Json> terminated = FindObject(json, "terminated")) {
     v1::ContainerStateTerminated* out = state->mutable_terminated();
     out->set_exit_code(GetInt32(*terminated, "exitCode").value_or(0));
     out->set_signal(GetInt32(*terminated, "signal").value_or(0));
@@ -253,11 +287,11 @@ void ConvertContainerState(const Json& json, v1::ContainerState* state) {
   }
 }
 
-void ConvertContainerStatuses(const Json& status, std::string_view key,
+void ConvertContainerStatuses(Json status, std::string_view key,
                               google::protobuf::RepeatedPtrField<v1::ContainerStatus>* statuses) {
-  const Json* items = FindArray(status, key);
-  if (items == nullptr) return;
-  for (const Json& item : *items) {
+  std::optional<Json> items = FindArray(status, key);
+  if (!items.has_value()) return;
+  for (Json item : Items(*items)) {
     if (!item.is_object()) continue;
     v1::ContainerStatus* out = statuses->Add();
     out->set_name(GetString(item, "name"));
@@ -266,17 +300,17 @@ void ConvertContainerStatuses(const Json& status, std::string_view key,
     out->set_ready(GetBool(item, "ready"));
     out->set_started(GetBool(item, "started"));
     out->set_restart_count(GetInt32(item, "restartCount").value_or(0));
-    if (const Json* state = FindObject(item, "state")) {
+    if (std::optional<Json> state = FindObject(item, "state")) {
       ConvertContainerState(*state, out->mutable_state());
     }
-    if (const Json* last_state = FindObject(item, "lastState")) {
+    if (std::optional<Json> last_state = FindObject(item, "lastState")) {
       ConvertContainerState(*last_state, out->mutable_last_state());
     }
   }
 }
 
 // ObjectRef from an involvedObject / regarding reference.
-void ConvertObjectRef(const Json& json, v1::ObjectRef* ref) {
+void ConvertObjectRef(Json json, v1::ObjectRef* ref) {
   ref->set_kind(GetString(json, "kind"));
   ref->set_api_version(GetString(json, "apiVersion"));
   ref->set_namespace_(GetString(json, "namespace"));
@@ -285,67 +319,69 @@ void ConvertObjectRef(const Json& json, v1::ObjectRef* ref) {
   ref->set_field_path(GetString(json, "fieldPath"));
 }
 
-void ConvertApplicationSpec(const Json& spec, v1::ApplicationSpec* out) {
+void ConvertApplicationSpec(Json spec, v1::ApplicationSpec* out) {
   out->set_project(GetString(spec, "project"));
-  const Json* source = FindObject(spec, "source");
-  if (source == nullptr) {
-    if (const Json* sources = FindArray(spec, "sources");
-        sources != nullptr && !sources->empty() && sources->front().is_object()) {
-      source = &sources->front();
+  std::optional<Json> source = FindObject(spec, "source");
+  if (!source.has_value()) {
+    if (std::optional<Json> sources = FindArray(spec, "sources");
+        sources.has_value() && Items(*sources).size() > 0 &&
+        Items(*sources).at(0).value_unsafe().is_object()) {
+      source = Items(*sources).at(0).value_unsafe();
     }
   }
-  if (source != nullptr) {
+  if (source.has_value()) {
     out->set_repo_url(GetString(*source, "repoURL"));
     out->set_target_revision(GetString(*source, "targetRevision"));
     out->set_path(GetString(*source, "path"));
   }
-  if (const Json* destination = FindObject(spec, "destination")) {
+  if (std::optional<Json> destination = FindObject(spec, "destination")) {
     out->set_destination_server(GetString(*destination, "server"));
     out->set_destination_namespace(GetString(*destination, "namespace"));
   }
-  if (const Json* policy = FindObject(spec, "syncPolicy")) {
-    if (const Json* automated = FindObject(*policy, "automated")) {
+  if (std::optional<Json> policy = FindObject(spec, "syncPolicy")) {
+    if (std::optional<Json> automated = FindObject(*policy, "automated")) {
       out->set_automated(true);
       out->set_prune(GetBool(*automated, "prune"));
       out->set_self_heal(GetBool(*automated, "selfHeal"));
     }
-    if (const Json* options = FindArray(*policy, "syncOptions")) {
-      for (const Json& option : *options) {
-        if (option.is_string()) out->add_sync_options(option.get<std::string>());
+    if (std::optional<Json> options = FindArray(*policy, "syncOptions")) {
+      for (Json option : Items(*options)) {
+        if (option.is_string()) out->add_sync_options(std::string(StringOf(option)));
       }
     }
   }
 }
 
-void ConvertApplicationStatus(const Json& status, v1::Application* app) {
-  if (const Json* sync = FindObject(status, "sync")) {
+void ConvertApplicationStatus(Json status, v1::Application* app) {
+  if (std::optional<Json> sync = FindObject(status, "sync")) {
     app->set_sync_status(ToSyncStatus(GetString(*sync, "status")));
     std::string revision = GetString(*sync, "revision");
     if (revision.empty()) {
-      if (const Json* revisions = FindArray(*sync, "revisions");
-          revisions != nullptr && !revisions->empty() && revisions->front().is_string()) {
-        revision = revisions->front().get<std::string>();
+      if (std::optional<Json> revisions = FindArray(*sync, "revisions");
+          revisions.has_value() && Items(*revisions).size() > 0 &&
+          Items(*revisions).at(0).value_unsafe().is_string()) {
+        revision = std::string(StringOf(Items(*revisions).at(0).value_unsafe()));
       }
     }
     app->set_sync_revision(std::move(revision));
   }
-  if (const Json* health = FindObject(status, "health")) {
+  if (std::optional<Json> health = FindObject(status, "health")) {
     app->set_health_status(ToHealthStatus(GetString(*health, "status")));
     app->set_health_message(GetString(*health, "message"));
   }
-  if (const Json* operation = FindObject(status, "operationState")) {
+  if (std::optional<Json> operation = FindObject(status, "operationState")) {
     v1::OperationState* out = app->mutable_operation_state();
     out->set_phase(ToOperationPhase(GetString(*operation, "phase")));
     out->set_message(GetString(*operation, "message"));
-    if (const Json* result = FindObject(*operation, "syncResult")) {
+    if (std::optional<Json> result = FindObject(*operation, "syncResult")) {
       out->set_sync_revision(GetString(*result, "revision"));
     }
     SetTime(*operation, "startedAt", [&] { return out->mutable_started_time(); });
     SetTime(*operation, "finishedAt", [&] { return out->mutable_finished_time(); });
   }
   ConvertConditions(status, app->mutable_conditions());
-  if (const Json* resources = FindArray(status, "resources")) {
-    for (const Json& item : *resources) {
+  if (std::optional<Json> resources = FindArray(status, "resources")) {
+    for (Json item : Items(*resources)) {
       if (!item.is_object()) continue;
       v1::ApplicationResource* out = app->add_resources();
       out->set_group(GetString(item, "group"));
@@ -354,7 +390,7 @@ void ConvertApplicationStatus(const Json& status, v1::Application* app) {
       out->set_namespace_(GetString(item, "namespace"));
       out->set_name(GetString(item, "name"));
       out->set_sync_status(ToSyncStatus(GetString(item, "status")));
-      if (const Json* health = FindObject(item, "health")) {
+      if (std::optional<Json> health = FindObject(item, "health")) {
         out->set_health_status(ToHealthStatus(GetString(*health, "status")));
         out->set_health_message(GetString(*health, "message"));
       }
@@ -381,34 +417,34 @@ bool ParseRfc3339(std::string_view text, google::protobuf::Timestamp* out) {
   return true;
 }
 
-absl::StatusOr<v1::ObjectMeta> ToObjectMeta(const Json& object) {
+absl::StatusOr<v1::ObjectMeta> ToObjectMeta(Json object) {
   if (!object.is_object()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("Kubernetes object is not a JSON object but ", object.type_name()));
+        absl::StrCat("Kubernetes object is not a JSON object but ", std::string(TypeName(object))));
   }
-  const Json* metadata = FindObject(object, "metadata");
-  const Json* name = metadata != nullptr ? Find(*metadata, "name") : nullptr;
-  if (name == nullptr || !name->is_string() || name->get_ref<const std::string&>().empty()) {
+  std::optional<Json> metadata = FindObject(object, "metadata");
+  std::optional<Json> name = metadata.has_value() ? Find(*metadata, "name") : std::optional<Json>();
+  if (!name.has_value() || StringOf(*name).empty()) {
     std::string kind = GetString(object, "kind");
     return absl::InvalidArgumentError(
         absl::StrCat("Kubernetes object ", kind.empty() ? "" : kind + " ", "has no metadata.name"));
   }
   v1::ObjectMeta meta;
-  meta.set_name(name->get<std::string>());
+  meta.set_name(std::string(StringOf(*name)));
   meta.set_namespace_(GetString(*metadata, "namespace"));
   meta.set_uid(GetString(*metadata, "uid"));
   meta.set_resource_version(GetString(*metadata, "resourceVersion"));
   meta.set_generation(GetInt64(*metadata, "generation").value_or(0));
   CopyStringMap(*metadata, "labels", meta.mutable_labels(), /*numbers_too=*/false);
-  if (const Json* annotations = FindObject(*metadata, "annotations")) {
-    for (const auto& [key, value] : annotations->items()) {
-      if (value.is_string() && IsKeptAnnotation(key)) {
-        (*meta.mutable_annotations())[key] = value.get<std::string>();
+  if (std::optional<Json> annotations = FindObject(*metadata, "annotations")) {
+    for (simdjson::dom::key_value_pair field : Members(*annotations)) {
+      if (field.value.is_string() && IsKeptAnnotation(field.key)) {
+        (*meta.mutable_annotations())[std::string(field.key)] = std::string(StringOf(field.value));
       }
     }
   }
-  if (const Json* owners = FindArray(*metadata, "ownerReferences")) {
-    for (const Json& owner : *owners) {
+  if (std::optional<Json> owners = FindArray(*metadata, "ownerReferences")) {
+    for (Json owner : Items(*owners)) {
       if (!owner.is_object()) continue;
       v1::ObjectRef* ref = meta.add_owner_references();
       ref->set_kind(GetString(owner, "kind"));
@@ -422,40 +458,50 @@ absl::StatusOr<v1::ObjectMeta> ToObjectMeta(const Json& object) {
   return meta;
 }
 
-absl::StatusOr<v1::Application> ToApplication(const Json& object) {
+absl::StatusOr<v1::Application> ToApplication(Json object) {
   absl::StatusOr<v1::ObjectMeta> meta = ToObjectMeta(object);
   if (!meta.ok()) return meta.status();
   v1::Application app;
   *app.mutable_meta() = *std::move(meta);
-  if (const Json* spec = FindObject(object, "spec")) {
+  if (std::optional<Json> spec = FindObject(object, "spec")) {
     ConvertApplicationSpec(*spec, app.mutable_spec());
   }
-  if (const Json* status = FindObject(object, "status")) ConvertApplicationStatus(*status, &app);
+  if (std::optional<Json> status = FindObject(object, "status"))
+    ConvertApplicationStatus(*status, &app);
   return app;
 }
 
-absl::StatusOr<v1::Deployment> ToDeployment(const Json& object) {
+absl::StatusOr<v1::Application> ToApplication(const nlohmann::json& object) {
+  simdjson::dom::parser parser;
+  Json parsed;
+  if (parser.parse(object.dump()).get(parsed) != simdjson::SUCCESS) {
+    return absl::InvalidArgumentError("Application is not valid JSON");
+  }
+  return ToApplication(parsed);
+}
+
+absl::StatusOr<v1::Deployment> ToDeployment(Json object) {
   absl::StatusOr<v1::ObjectMeta> meta = ToObjectMeta(object);
   if (!meta.ok()) return meta.status();
   v1::Deployment deployment;
   *deployment.mutable_meta() = *std::move(meta);
   deployment.set_replicas(kDefaultReplicas);
   deployment.set_progress_deadline_seconds(kDefaultProgressDeadlineSeconds);
-  if (const Json* spec = FindObject(object, "spec")) {
+  if (std::optional<Json> spec = FindObject(object, "spec")) {
     deployment.set_replicas(GetInt32(*spec, "replicas").value_or(kDefaultReplicas));
     deployment.set_progress_deadline_seconds(
         GetInt32(*spec, "progressDeadlineSeconds").value_or(kDefaultProgressDeadlineSeconds));
-    if (const Json* selector = FindObject(*spec, "selector")) {
+    if (std::optional<Json> selector = FindObject(*spec, "selector")) {
       CopyStringMap(*selector, "matchLabels", deployment.mutable_selector(),
                     /*numbers_too=*/false);
     }
-    if (const Json* tmpl = FindObject(*spec, "template")) {
-      if (const Json* pod_spec = FindObject(*tmpl, "spec")) {
+    if (std::optional<Json> tmpl = FindObject(*spec, "template")) {
+      if (std::optional<Json> pod_spec = FindObject(*tmpl, "spec")) {
         ConvertContainers(*pod_spec, deployment.mutable_containers());
       }
     }
   }
-  if (const Json* status = FindObject(object, "status")) {
+  if (std::optional<Json> status = FindObject(object, "status")) {
     deployment.set_observed_generation(GetInt64(*status, "observedGeneration").value_or(0));
     deployment.set_status_replicas(GetInt32(*status, "replicas").value_or(0));
     deployment.set_updated_replicas(GetInt32(*status, "updatedReplicas").value_or(0));
@@ -467,22 +513,22 @@ absl::StatusOr<v1::Deployment> ToDeployment(const Json& object) {
   return deployment;
 }
 
-absl::StatusOr<v1::Pod> ToPod(const Json& object) {
+absl::StatusOr<v1::Pod> ToPod(Json object) {
   absl::StatusOr<v1::ObjectMeta> meta = ToObjectMeta(object);
   if (!meta.ok()) return meta.status();
   v1::Pod pod;
   *pod.mutable_meta() = *std::move(meta);
-  if (const Json* spec = FindObject(object, "spec")) {
+  if (std::optional<Json> spec = FindObject(object, "spec")) {
     pod.set_node_name(GetString(*spec, "nodeName"));
     ConvertContainers(*spec, pod.mutable_containers());
-    if (const Json* secrets = FindArray(*spec, "imagePullSecrets")) {
-      for (const Json& secret : *secrets) {
+    if (std::optional<Json> secrets = FindArray(*spec, "imagePullSecrets")) {
+      for (Json secret : Items(*secrets)) {
         std::string name = GetString(secret, "name");
         if (!name.empty()) pod.add_image_pull_secrets(std::move(name));
       }
     }
   }
-  if (const Json* status = FindObject(object, "status")) {
+  if (std::optional<Json> status = FindObject(object, "status")) {
     pod.set_phase(ToPodPhase(GetString(*status, "phase")));
     pod.set_reason(GetString(*status, "reason"));
     pod.set_message(GetString(*status, "message"));
@@ -501,22 +547,22 @@ absl::StatusOr<v1::Pod> ToPod(const Json& object) {
   return pod;
 }
 
-absl::StatusOr<v1::KubernetesEvent> ToEvent(const Json& object) {
+absl::StatusOr<v1::KubernetesEvent> ToEvent(Json object) {
   absl::StatusOr<v1::ObjectMeta> meta = ToObjectMeta(object);
   if (!meta.ok()) return meta.status();
   v1::KubernetesEvent event;
   *event.mutable_meta() = *std::move(meta);
-  const Json* involved = FindObject(object, "involvedObject");
-  if (involved == nullptr) involved = FindObject(object, "regarding");
-  if (involved != nullptr) ConvertObjectRef(*involved, event.mutable_involved_object());
+  std::optional<Json> involved = FindObject(object, "involvedObject");
+  if (!involved.has_value()) involved = FindObject(object, "regarding");
+  if (involved.has_value()) ConvertObjectRef(*involved, event.mutable_involved_object());
   event.set_reason(GetString(object, "reason"));
   std::string message = GetString(object, "message");
   event.set_message(message.empty() ? GetString(object, "note") : std::move(message));
   event.set_type(ToEventType(GetString(object, "type")));
 
-  const Json* series = FindObject(object, "series");
+  std::optional<Json> series = FindObject(object, "series");
   int64_t count = GetInt64(object, "count").value_or(0);
-  if (count <= 0 && series != nullptr) count = GetInt64(*series, "count").value_or(0);
+  if (count <= 0 && series.has_value()) count = GetInt64(*series, "count").value_or(0);
   if (count <= 0) count = GetInt64(object, "deprecatedCount").value_or(0);
   event.set_count(count > 0 ? ClampInt32(count) : 1);
 
@@ -531,18 +577,18 @@ absl::StatusOr<v1::KubernetesEvent> ToEvent(const Json& object) {
   }
   if (GetTime(object, "lastTimestamp", &time) ||
       GetTime(object, "deprecatedLastTimestamp", &time) ||
-      (series != nullptr && GetTime(*series, "lastObservedTime", &time))) {
+      (series.has_value() && GetTime(*series, "lastObservedTime", &time))) {
     *event.mutable_last_time() = time;
   } else if (has_event_time) {
     *event.mutable_last_time() = event_time;
   }
 
   std::string source;
-  if (const Json* source_object = FindObject(object, "source")) {
+  if (std::optional<Json> source_object = FindObject(object, "source")) {
     source = GetString(*source_object, "component");
   }
   if (source.empty()) {
-    if (const Json* source_object = FindObject(object, "deprecatedSource")) {
+    if (std::optional<Json> source_object = FindObject(object, "deprecatedSource")) {
       source = GetString(*source_object, "component");
     }
   }
@@ -552,7 +598,7 @@ absl::StatusOr<v1::KubernetesEvent> ToEvent(const Json& object) {
   return event;
 }
 
-absl::StatusOr<v1::ClusterObject> ToClusterObject(v1::ObjectKind kind, const Json& object) {
+absl::StatusOr<v1::ClusterObject> ToClusterObject(v1::ObjectKind kind, Json object) {
   v1::ClusterObject out;
   switch (kind) {
     case v1::OBJECT_KIND_APPLICATION: {
@@ -585,46 +631,46 @@ absl::StatusOr<v1::ClusterObject> ToClusterObject(v1::ObjectKind kind, const Jso
   }
 }
 
-Json ToApplicationJson(const v1::ApplicationDefinition& definition) {
+nlohmann::json ToApplicationJson(const v1::ApplicationDefinition& definition) {
   const v1::ApplicationSpec& spec = definition.spec();
-  Json metadata = Json::object();
+  nlohmann::json metadata = nlohmann::json::object();
   metadata["name"] = definition.name();
   metadata["namespace"] = definition.namespace_().empty() ? std::string(kDefaultArgoNamespace)
                                                           : definition.namespace_();
   if (!definition.labels().empty()) {
-    Json labels = Json::object();
+    nlohmann::json labels = nlohmann::json::object();
     for (const auto& [key, value] : definition.labels()) labels[key] = value;
     metadata["labels"] = std::move(labels);
   }
 
-  Json source = Json::object();
+  nlohmann::json source = nlohmann::json::object();
   source["repoURL"] = spec.repo_url();
   if (!spec.target_revision().empty()) source["targetRevision"] = spec.target_revision();
   if (!spec.path().empty()) source["path"] = spec.path();
 
-  Json destination = Json::object();
+  nlohmann::json destination = nlohmann::json::object();
   destination["server"] = spec.destination_server().empty() ? std::string(kDefaultDestinationServer)
                                                             : spec.destination_server();
   if (!spec.destination_namespace().empty()) {
     destination["namespace"] = spec.destination_namespace();
   }
 
-  Json out_spec = Json::object();
+  nlohmann::json out_spec = nlohmann::json::object();
   out_spec["project"] = spec.project().empty() ? std::string(kDefaultProject) : spec.project();
   out_spec["source"] = std::move(source);
   out_spec["destination"] = std::move(destination);
-  Json sync_policy = Json::object();
+  nlohmann::json sync_policy = nlohmann::json::object();
   if (spec.automated()) {
     sync_policy["automated"] = {{"prune", spec.prune()}, {"selfHeal", spec.self_heal()}};
   }
   if (!spec.sync_options().empty()) {
-    Json options = Json::array();
+    nlohmann::json options = nlohmann::json::array();
     for (const std::string& option : spec.sync_options()) options.push_back(option);
     sync_policy["syncOptions"] = std::move(options);
   }
   if (!sync_policy.empty()) out_spec["syncPolicy"] = std::move(sync_policy);
 
-  Json application = Json::object();
+  nlohmann::json application = nlohmann::json::object();
   application["apiVersion"] = std::string(kApplicationApiVersion);
   application["kind"] = "Application";
   application["metadata"] = std::move(metadata);

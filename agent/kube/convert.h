@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "elfdeploy/v1/common.pb.h"
 #include "nlohmann/json.hpp"
+#include "simdjson.h"
 
 namespace elfdeploy::kube {
 
@@ -28,31 +29,33 @@ bool ParseRfc3339(std::string_view text, google::protobuf::Timestamp* out);
 // kept annotations (IsKeptAnnotation), ownerReferences (kind, apiVersion, name, uid; namespace left
 // empty) and creation/deletion timestamps. INVALID_ARGUMENT when `object` is not a JSON object or
 // has no string metadata.name.
-absl::StatusOr<v1::ObjectMeta> ToObjectMeta(const nlohmann::json& object);
+absl::StatusOr<v1::ObjectMeta> ToObjectMeta(simdjson::dom::element object);
 
 // Converts an argoproj.io/v1alpha1 Application: spec (source, or the first of spec.sources),
 // status.sync, status.health, status.operationState, status.conditions (status unspecified),
 // status.resources and status.reconciledAt. Errors as ToObjectMeta.
+absl::StatusOr<v1::Application> ToApplication(simdjson::dom::element object);
+// The same for an Application held as nlohmann::json (the answers of the agent's requests).
 absl::StatusOr<v1::Application> ToApplication(const nlohmann::json& object);
 
 // Converts an apps/v1 Deployment. spec.replicas defaults to 1 and
 // spec.progressDeadlineSeconds to 600 when absent. Errors as ToObjectMeta.
-absl::StatusOr<v1::Deployment> ToDeployment(const nlohmann::json& object);
+absl::StatusOr<v1::Deployment> ToDeployment(simdjson::dom::element object);
 
 // Converts a v1 Pod: spec (nodeName, containers, imagePullSecrets) and status (phase, Ready
 // condition, reason, message, podIP, startTime, conditions, init and app container statuses with
 // their current and last states). Errors as ToObjectMeta.
-absl::StatusOr<v1::Pod> ToPod(const nlohmann::json& object);
+absl::StatusOr<v1::Pod> ToPod(simdjson::dom::element object);
 
 // Converts a v1 Event (also accepts the events.k8s.io/v1 field names). count falls back to
 // series.count, then 1; first_time to eventTime; last_time to series.lastObservedTime, then
 // eventTime; source to reportingComponent / reportingController. Errors as ToObjectMeta.
-absl::StatusOr<v1::KubernetesEvent> ToEvent(const nlohmann::json& object);
+absl::StatusOr<v1::KubernetesEvent> ToEvent(simdjson::dom::element object);
 
 // Dispatches on `kind` to the converters above. INVALID_ARGUMENT for OBJECT_KIND_UNSPECIFIED or an
 // unknown kind, and for the converters' errors.
 absl::StatusOr<v1::ClusterObject> ToClusterObject(v1::ObjectKind kind,
-                                                  const nlohmann::json& object);
+                                                  simdjson::dom::element object);
 
 // The argoproj.io/v1alpha1 Application manifest for `definition`, for create or update.
 // Defaults: metadata.namespace "argocd", spec.project "default", spec.destination.server

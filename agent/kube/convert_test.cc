@@ -17,6 +17,29 @@ using Json = nlohmann::json;
 
 Json Parse(const char* text) { return Json::parse(text); }
 
+// The converters read simdjson elements; these tests build and mutate nlohmann::json, and hand it
+// over through its text (a parser that lives for the call).
+template <typename Convert>
+auto Via(const Json& json, Convert convert) {
+  simdjson::dom::parser parser;
+  return convert(parser.parse(json.dump()).value());
+}
+absl::StatusOr<v1::ObjectMeta> ToObjectMeta(const Json& json) {
+  return Via(json, [](simdjson::dom::element e) { return kube::ToObjectMeta(e); });
+}
+absl::StatusOr<v1::Pod> ToPod(const Json& json) {
+  return Via(json, [](simdjson::dom::element e) { return kube::ToPod(e); });
+}
+absl::StatusOr<v1::Deployment> ToDeployment(const Json& json) {
+  return Via(json, [](simdjson::dom::element e) { return kube::ToDeployment(e); });
+}
+absl::StatusOr<v1::KubernetesEvent> ToEvent(const Json& json) {
+  return Via(json, [](simdjson::dom::element e) { return kube::ToEvent(e); });
+}
+absl::StatusOr<v1::ClusterObject> ToClusterObject(v1::ObjectKind kind, const Json& json) {
+  return Via(json, [kind](simdjson::dom::element e) { return kube::ToClusterObject(kind, e); });
+}
+
 int64_t Seconds(const char* rfc3339) {
   google::protobuf::Timestamp time;
   EXPECT_TRUE(ParseRfc3339(rfc3339, &time)) << rfc3339;

@@ -12,16 +12,23 @@
 namespace elfdeploy::agent {
 namespace {
 
-using json = nlohmann::json;
+using Element = simdjson::dom::element;
 
-std::string Key(const json& object) {
-  const json& metadata = object.contains("metadata") ? object["metadata"] : json::object();
-  return absl::StrCat(metadata.value("namespace", ""), "/", metadata.value("name", ""));
+// The string at `object[first][second]`, or "" when there is none.
+std::string_view StringAt(Element object, std::string_view first, std::string_view second) {
+  std::string_view value;
+  return object[first][second].get(value) == simdjson::SUCCESS ? value : std::string_view();
 }
 
-std::string ResourceVersion(const json& object) {
-  if (!object.is_object() || !object.contains("metadata")) return "";
-  return object["metadata"].value("resourceVersion", "");
+std::string Key(Element object) {
+  std::string_view ns = StringAt(object, "metadata", "namespace");
+  std::string_view name = StringAt(object, "metadata", "name");
+  return absl::StrCat(absl::string_view(ns.data(), ns.size()), "/",
+                      absl::string_view(name.data(), name.size()));
+}
+
+std::string ResourceVersion(Element object) {
+  return std::string(StringAt(object, "metadata", "resourceVersion"));
 }
 
 // Percent-encodes a query value.
@@ -40,20 +47,20 @@ std::string Escape(const std::string& value) {
 }  // namespace
 
 Informer::Informer(KubeClient& client, InformerOptions options, InformerHandler handler,
-                   std::function<json(const json&)> trim)
+                   std::function<std::string(Element)> trim)
     : client_(client),
       options_(std::move(options)),
       handler_(std::move(handler)),
       trim_(std::move(trim)) {}
 
-void Informer::Apply(Change change, const json& object) {
+void Informer::Apply(Change change, Element object) {
   std::string key = Key(object);
   if (change == Change::kDeleted) {
     known_.erase(key);
   } else {
     Known& known = known_[key];
     known.resource_version = ResourceVersion(object);
-    known.last = trim_ ? trim_(object).dump() : object.dump();
+    known.last = trim_ ? trim_(object) : simdjson::minify(object);
   }
   if (handler_.on_change) handler_.on_change(change, object);
 }
@@ -64,25 +71,30 @@ absl::StatusOr<std::string> Informer::Relist(const std::function<bool()>& cancel
   std::set<std::string> listed;
   std::string continue_token;
   std::string resource_version;
+  simdjson::dom::parser parser;
   do {
     std::string path = absl::StrCat(options_.path, "?limit=", options_.page_size);
     if (!options_.label_selector.empty()) {
       absl::StrAppend(&path, "&labelSelector=", Escape(options_.label_selector));
     }
     if (!continue_token.empty()) absl::StrAppend(&path, "&continue=", Escape(continue_token));
-    absl::StatusOr<json> page = client_.Get(path);
-    if (absl::IsOutOfRange(page.status()) && !continue_token.empty()) {
+    absl::StatusOr<std::string> text = client_.GetText(path);
+    if (absl::IsOutOfRange(text.status()) && !continue_token.empty()) {
       // The continue token expired between pages: start the list over.
       listed.clear();
       continue_token.clear();
       continue;
     }
-    if (!page.ok()) return page.status();
-    const json& metadata = page->contains("metadata") ? (*page)["metadata"] : json::object();
-    resource_version = metadata.value("resourceVersion", "");
-    continue_token = metadata.value("continue", "");
-    if (page->contains("items") && (*page)["items"].is_array()) {
-      for (const json& item : (*page)["items"]) {
+    if (!text.ok()) return text.status();
+    Element page;
+    if (parser.parse(*text).get(page) != simdjson::SUCCESS || !page.is_object()) {
+      return absl::DataLossError(absl::StrCat("GET ", path, ": the list is not a JSON object"));
+    }
+    resource_version = std::string(StringAt(page, "metadata", "resourceVersion"));
+    continue_token = std::string(StringAt(page, "metadata", "continue"));
+    simdjson::dom::array items;
+    if (page["items"].get(items) == simdjson::SUCCESS) {
+      for (Element item : items) {
         std::string key = Key(item);
         listed.insert(key);
         auto known = known_.find(key);
@@ -101,7 +113,11 @@ absl::StatusOr<std::string> Informer::Relist(const std::function<bool()>& cancel
     if (!listed.contains(key)) gone.push_back(key);
   }
   for (const std::string& key : gone) {
-    json last = json::parse(known_[key].last);
+    Element last;
+    if (parser.parse(known_[key].last).get(last) != simdjson::SUCCESS) {
+      known_.erase(key);  // cannot happen: it was serialized from a parsed object
+      continue;
+    }
     Apply(Change::kDeleted, last);
   }
   if (handler_.on_synced) handler_.on_synced(resource_version);
@@ -120,15 +136,17 @@ absl::Status Informer::WatchFrom(std::string* resource_version,
   absl::Status expired;
   absl::Status watched = client_.Watch(
       path,
-      [&](const std::string& type, json& object) {
+      [&](std::string_view type, Element object) {
         if (type == "BOOKMARK") {
           std::string rv = ResourceVersion(object);
           if (!rv.empty()) *resource_version = rv;
           return true;
         }
         if (type == "ERROR") {
-          int code = object.is_object() ? object.value("code", 0) : 0;
-          std::string message = object.is_object() ? object.value("message", "") : "";
+          int64_t code = 0;
+          if (object["code"].get(code) != simdjson::SUCCESS) code = 0;
+          std::string_view text;
+          std::string message(object["message"].get(text) == simdjson::SUCCESS ? text : "");
           expired = code == 410
                         ? absl::OutOfRangeError(message)
                         : absl::UnavailableError(absl::StrCat("watch error ", code, ": ", message));

@@ -9,7 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "agent/kube/client.h"
-#include "nlohmann/json.hpp"
+#include "simdjson.h"
 
 namespace elfdeploy::agent {
 
@@ -34,7 +34,7 @@ enum class Restart { kExpired, kError, kTimeout };
 struct InformerHandler {
   // An object changed. `object` is the API's JSON (for deletions found by a relist: the last
   // state seen). Called on the informer's thread, in order.
-  std::function<void(Change, const nlohmann::json& object)> on_change;
+  std::function<void(Change, simdjson::dom::element object)> on_change;
   // A (re)list is complete and every object it holds has been reported: the store of the caller
   // now matches the server at `resource_version`.
   std::function<void(const std::string& resource_version)> on_synced;
@@ -50,10 +50,10 @@ struct InformerHandler {
 // deletions found by a relist, its last state as returned by `trim`.
 class Informer {
  public:
-  // `trim` reduces an object to what the caller needs; it must keep metadata.name, namespace,
-  // uid and resourceVersion.
+  // `trim` serializes what the caller needs of an object (JSON text); it must keep metadata.name,
+  // namespace, uid and resourceVersion. By default the whole object is kept.
   Informer(KubeClient& client, InformerOptions options, InformerHandler handler,
-           std::function<nlohmann::json(const nlohmann::json&)> trim = nullptr);
+           std::function<std::string(simdjson::dom::element)> trim = nullptr);
 
   // Runs until `cancelled` returns true (checked at least once a second).
   void Run(const std::function<bool()>& cancelled);
@@ -73,14 +73,14 @@ class Informer {
   absl::StatusOr<std::string> Relist(const std::function<bool()>& cancelled);
   // Watches from `*resource_version` until the stream ends; updates it as events arrive.
   absl::Status WatchFrom(std::string* resource_version, const std::function<bool()>& cancelled);
-  void Apply(Change change, const nlohmann::json& object);
+  void Apply(Change change, simdjson::dom::element object);
   // Sleeps for the next backoff unless cancelled; false when cancelled.
   bool Backoff(int* failures, const std::function<bool()>& cancelled);
 
   KubeClient& client_;
   const InformerOptions options_;
   const InformerHandler handler_;
-  const std::function<nlohmann::json(const nlohmann::json&)> trim_;
+  const std::function<std::string(simdjson::dom::element)> trim_;
   // "namespace/name" -> what was last reported.
   std::map<std::string, Known> known_;
 };

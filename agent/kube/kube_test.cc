@@ -245,14 +245,14 @@ struct Recorder {
 
   InformerHandler Handler() {
     InformerHandler handler;
-    handler.on_change = [this](Change change, const json& object) {
+    handler.on_change = [this](Change change, simdjson::dom::element object) {
       absl::MutexLock lock(&mu);
-      std::string name = object["metadata"]["name"];
+      std::string name(object["metadata"]["name"].get_string().value());
       changes.emplace_back(change, name);
       if (change == Change::kDeleted) {
         state.erase(name);
       } else {
-        state[name] = object["metadata"]["resourceVersion"];
+        state[name] = std::string(object["metadata"]["resourceVersion"].get_string().value());
       }
     };
     handler.on_synced = [this](const std::string&) {
@@ -341,7 +341,7 @@ TEST_F(KubeTest, RelistAfter410ReportsOnlyTheRealDifferences) {
   std::atomic<bool> block_next{false};
   InformerHandler inner = recorder.Handler();
   InformerHandler handler = inner;
-  handler.on_change = [&](Change change, const json& object) {
+  handler.on_change = [&](Change change, simdjson::dom::element object) {
     inner.on_change(change, object);
     if (block_next.exchange(false)) {
       blocked.Notify();
