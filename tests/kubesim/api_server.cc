@@ -23,6 +23,11 @@ using json = nlohmann::json;
 // How often a blocked stream returns to the HTTP library, which checks that the client is still
 // there between two calls.
 constexpr absl::Duration kLivenessTick = absl::Seconds(1);
+// After writing a few events a watch stream lets more gather for this long before it looks again:
+// a thread per watch that woke for every change of a busy cluster would cost the simulator more
+// than everything else it does (the API server's goroutines wake far more cheaply).
+constexpr absl::Duration kWatchGather = absl::Milliseconds(1);
+constexpr size_t kWatchGatherBelow = 64;
 
 std::string Dump(const json& value) {
   return value.dump(-1, ' ', false, json::error_handler_t::replace);
@@ -312,6 +317,9 @@ class ApiServer::Handler {
     }
     if (!out.empty() && !sink.write(out.data(), out.size())) return false;
     if (now >= stream.deadline) stream.done = true;
+    if (!stream.done && !events.empty() && events.size() < kWatchGatherBelow) {
+      absl::SleepFor(kWatchGather);
+    }
     if (stream.done) sink.done();
     return true;
   }

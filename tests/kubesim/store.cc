@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <set>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
@@ -576,6 +577,7 @@ ObjectPtr ObjectStore::Commit(const ResourceType* type, const Key& key, EventTyp
   while (history_.size() > std::max<size_t>(options_.history_window, 1)) {
     compacted_rv_ = history_.front().rv;
     windows_[history_.front().type].compacted_rv = compacted_rv_;
+    dropped_.push_back(std::move(history_.front()));
     history_.pop_front();
   }
   changed_.SignalAll();
@@ -602,7 +604,9 @@ absl::StatusOr<ObjectPtr> ObjectStore::Create(absl::string_view resource, json o
     metadata.erase("namespace");
     ns.clear();
   }
+  std::vector<Change> garbage;  // what the change pushed out of history, freed after unlocking
   absl::MutexLock lock(&mu_);
+  absl::Cleanup reap = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { garbage.swap(dropped_); };
   if (shutdown_) return absl::CancelledError("the store is shutting down");
   std::string name = StringAt(metadata, "name");
   if (name.empty()) {
@@ -686,7 +690,10 @@ absl::StatusOr<ObjectPtr> ObjectStore::FinishUpdateLocked(const ResourceType* ty
 absl::StatusOr<ObjectPtr> ObjectStore::UpdateWith(
     const ResourceType* type, const Key& key, absl::string_view precondition_rv,
     const std::function<absl::StatusOr<json>(const json&)>& make) {
+  std::vector<Change> garbage;  // what the change pushed out of history, freed after unlocking
   absl::MutexLock lock(&mu_);
+  absl::Cleanup reap = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { garbage.swap(dropped_); };
+
   if (shutdown_) return absl::CancelledError("the store is shutting down");
   Objects& objects = ObjectsOf(type);
   auto it = objects.find(key);
@@ -844,7 +851,9 @@ absl::StatusOr<ObjectPtr> ObjectStore::Delete(absl::string_view resource,
                                               absl::string_view precondition_rv) {
   absl::StatusOr<const ResourceType*> type = Type(resource);
   if (!type.ok()) return type.status();
+  std::vector<Change> garbage;  // what the change pushed out of history, freed after unlocking
   absl::MutexLock lock(&mu_);
+  absl::Cleanup reap = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { garbage.swap(dropped_); };
   if (shutdown_) return absl::CancelledError("the store is shutting down");
   Key key{(*type)->namespaced ? std::string(namespace_name) : "", std::string(name)};
   return DeleteLocked(*type, key, precondition_rv);

@@ -377,6 +377,8 @@ class ObjectStore {
   mutable absl::CondVar changed_;
   std::map<const ResourceType*, Objects> objects_ ABSL_GUARDED_BY(mu_);
   std::deque<Change> history_ ABSL_GUARDED_BY(mu_);
+  // Changes pushed out of history by the current write; the writer frees them after unlocking.
+  std::vector<Change> dropped_ ABSL_GUARDED_BY(mu_);
   // Per type, like the API server's watch cache: the last change in history and the last one
   // compacted out of it. A watch sleeps until its own type changes, and is too old only when a
   // change of its type is gone.
