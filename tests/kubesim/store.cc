@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <set>
 
-#include "absl/cleanup/cleanup.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
@@ -21,6 +20,8 @@ using json = nlohmann::json;
 
 // Bounds one Watcher::Next batch (and so what a stream writes between two checks).
 constexpr size_t kMaxEventsPerNext = 100;
+// How often the states that fell out of history are freed (see ObjectStore::Reap).
+constexpr absl::Duration kReapInterval = absl::Milliseconds(5);
 
 std::string Dump(const json& value) {
   return value.dump(-1, ' ', false, json::error_handler_t::replace);
@@ -495,9 +496,23 @@ ObjectStore::ObjectStore(Options options) : options_(std::move(options)), random
       (void)Create("namespaces", std::move(ns));
     }
   }
+  reaper_ = std::thread([this] { Reap(); });
 }
 
-ObjectStore::~ObjectStore() { Shutdown(); }
+ObjectStore::~ObjectStore() {
+  Shutdown();
+  if (reaper_.joinable()) reaper_.join();
+}
+
+void ObjectStore::Reap() {
+  while (true) {
+    std::vector<Change> garbage;  // freed outside the lock, off the writers' threads
+    absl::MutexLock lock(&mu_);
+    mu_.AwaitWithTimeout(absl::Condition(&shutdown_), kReapInterval);
+    garbage.swap(dropped_);
+    if (shutdown_) return;
+  }
+}
 
 uint64_t ObjectStore::resource_version() const {
   absl::MutexLock lock(&mu_);
@@ -604,9 +619,7 @@ absl::StatusOr<ObjectPtr> ObjectStore::Create(absl::string_view resource, json o
     metadata.erase("namespace");
     ns.clear();
   }
-  std::vector<Change> garbage;  // what the change pushed out of history, freed after unlocking
   absl::MutexLock lock(&mu_);
-  absl::Cleanup reap = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { garbage.swap(dropped_); };
   if (shutdown_) return absl::CancelledError("the store is shutting down");
   std::string name = StringAt(metadata, "name");
   if (name.empty()) {
@@ -690,9 +703,7 @@ absl::StatusOr<ObjectPtr> ObjectStore::FinishUpdateLocked(const ResourceType* ty
 absl::StatusOr<ObjectPtr> ObjectStore::UpdateWith(
     const ResourceType* type, const Key& key, absl::string_view precondition_rv,
     const std::function<absl::StatusOr<json>(const json&)>& make) {
-  std::vector<Change> garbage;  // what the change pushed out of history, freed after unlocking
   absl::MutexLock lock(&mu_);
-  absl::Cleanup reap = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { garbage.swap(dropped_); };
 
   if (shutdown_) return absl::CancelledError("the store is shutting down");
   Objects& objects = ObjectsOf(type);
@@ -851,9 +862,7 @@ absl::StatusOr<ObjectPtr> ObjectStore::Delete(absl::string_view resource,
                                               absl::string_view precondition_rv) {
   absl::StatusOr<const ResourceType*> type = Type(resource);
   if (!type.ok()) return type.status();
-  std::vector<Change> garbage;  // what the change pushed out of history, freed after unlocking
   absl::MutexLock lock(&mu_);
-  absl::Cleanup reap = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { garbage.swap(dropped_); };
   if (shutdown_) return absl::CancelledError("the store is shutting down");
   Key key{(*type)->namespaced ? std::string(namespace_name) : "", std::string(name)};
   return DeleteLocked(*type, key, precondition_rv);

@@ -8,6 +8,7 @@
 #include <optional>
 #include <random>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -369,6 +370,8 @@ class ObjectStore {
   absl::StatusOr<std::string> ResolveContainerLocked(const Key& pod_key,
                                                      absl::string_view container) const
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  // The reaper thread's loop, until Shutdown.
+  void Reap();
   // Watcher::Next under the store's lock.
   absl::Status NextLocked(Watcher* watcher, absl::Time deadline, std::vector<WatchEvent>* out);
 
@@ -377,7 +380,8 @@ class ObjectStore {
   mutable absl::CondVar changed_;
   std::map<const ResourceType*, Objects> objects_ ABSL_GUARDED_BY(mu_);
   std::deque<Change> history_ ABSL_GUARDED_BY(mu_);
-  // Changes pushed out of history by the current write; the writer frees them after unlocking.
+  // Changes pushed out of history, freed by reaper_ every few milliseconds: as an API server's
+  // garbage collector does, off the writers' path.
   std::vector<Change> dropped_ ABSL_GUARDED_BY(mu_);
   // Per type, like the API server's watch cache: the last change in history and the last one
   // compacted out of it. A watch sleeps until its own type changes, and is too old only when a
@@ -397,6 +401,7 @@ class ObjectStore {
   std::mt19937_64 random_ ABSL_GUARDED_BY(mu_);
   bool shutdown_ ABSL_GUARDED_BY(mu_) = false;
   int watchers_ ABSL_GUARDED_BY(mu_) = 0;
+  std::thread reaper_;
 };
 
 // The Kubernetes Status object for an error of this store (and of the HTTP layer): kind Status,
