@@ -1,8 +1,8 @@
 # The agent's Kubernetes client against kubesim's API server in process.
 add_executable(agent_kube_test ${PROJECT_SOURCE_DIR}/agent/kube/kube_test.cc)
 target_link_libraries(agent_kube_test PRIVATE
-  agent_kube elfdeploy_kubesim elfdeploy_test_harness GTest::gmock GTest::gtest_main
-  elfdeploy_warnings)
+  agent_kube elfdeploy_kubesim elfdeploy_test_harness PkgConfig::CPP_HTTPLIB GTest::gmock
+  GTest::gtest_main elfdeploy_warnings)
 gtest_discover_tests(agent_kube_test DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 180)
 
 # Kubernetes / Argo CD JSON -> elfdeploy.v1 messages.

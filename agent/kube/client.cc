@@ -184,11 +184,12 @@ absl::Status KubeClient::Watch(
       std::string_view type;
       simdjson::dom::element object;
       if (parser.parse(line.data(), line.size()).get(event) != simdjson::SUCCESS ||
-          event["type"].get(type) != simdjson::SUCCESS) {
-        stopped = absl::DataLossError(absl::StrCat("GET ", path, ": a watch event is not JSON"));
+          event["type"].get(type) != simdjson::SUCCESS ||
+          event["object"].get(object) != simdjson::SUCCESS) {
+        stopped = absl::DataLossError(
+            absl::StrCat("GET ", path, ": a watch event is not JSON with a type and an object"));
         return false;
       }
-      if (event["object"].get(object) != simdjson::SUCCESS) object = simdjson::dom::element();
       if (!on_event(type, object)) {
         stopped = absl::CancelledError("the watch was stopped");
         return false;

@@ -2,6 +2,7 @@
 // errors from Status objects, bearer tokens (rotated files too), TLS with a pinned CA, and the
 // informer's list-then-watch, pagination, resume, and relist after 410 Gone.
 #include <fcntl.h>
+#include <httplib.h>
 #include <sys/stat.h>
 
 #include <atomic>
@@ -394,6 +395,36 @@ TEST_F(KubeTest, RelistAfter410ReportsOnlyTheRealDifferences) {
         << "phantom change of " << name;
   }
   EXPECT_GE(recorder.synced, 2);
+}
+
+// A watch stream whose event lacks its object, from a server that is not kubesim.
+TEST(KubeWatchTest, AnEventWithoutAnObjectEndsTheWatchAsDataLoss) {
+  httplib::Server server;
+  server.Get("/api/v1/pods", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content(
+        "{\"type\":\"ADDED\",\"object\":{\"metadata\":{\"name\":\"a\"}}}\n"
+        "{\"type\":\"MODIFIED\"}\n",
+        "application/json");
+  });
+  int port = server.bind_to_any_port("127.0.0.1");
+  ASSERT_GT(port, 0);
+  std::thread serving([&] { server.listen_after_bind(); });  // bound and listening already
+  KubeConfig config;
+  config.server = absl::StrCat("http://127.0.0.1:", port);
+  KubeClient client(config);
+  std::vector<std::string> seen;
+  absl::Status watched = client.Watch(
+      "/api/v1/pods",
+      [&](std::string_view type, simdjson::dom::element object) {
+        seen.push_back(absl::StrCat(absl::string_view(type.data(), type.size()), " ",
+                                    std::string(object["metadata"]["name"].get_string().value())));
+        return true;
+      },
+      nullptr);
+  server.stop();
+  serving.join();
+  EXPECT_EQ(watched.code(), absl::StatusCode::kDataLoss) << watched;
+  EXPECT_THAT(seen, ::testing::ElementsAre("ADDED a"));
 }
 
 }  // namespace
