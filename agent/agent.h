@@ -6,6 +6,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "agent/link.h"
 #include "prometheus/registry.h"
 #include "services/common/config.h"
 #include "services/common/log.h"
@@ -40,7 +41,7 @@ struct AgentOptions {
   int64_t buffer_events = 100000;
   // How long a batch may wait to fill up before it is sent (0 sends at once): under load, fewer and
   // larger messages for the link, the watcher's log and its subscribers.
-  absl::Duration batch_linger = absl::Milliseconds(1);
+  absl::Duration batch_linger = agent::LinkOptions{}.batch_linger;
   // timeoutSeconds of each Kubernetes watch request.
   absl::Duration watch_timeout = absl::Minutes(5);
 };

@@ -41,9 +41,9 @@ EncodedEvents EventBuffer::Next(uint64_t after, size_t max, absl::Time deadline,
   auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return wakes_ != wakes || events_.upper_bound(after) != events_.end();
   };
-  mu_.AwaitWithDeadline(absl::Condition(&ready), deadline);
-  if (linger > absl::ZeroDuration() && wakes_ == wakes) {
-    // Sequences are dense but for coalesced gaps, so this counts at most what is there.
+  const bool some = mu_.AwaitWithDeadline(absl::Condition(&ready), deadline);
+  if (some && linger > absl::ZeroDuration() && wakes_ == wakes) {
+    // Counts sequences, coalesced gaps included: a batch may go out a little short of `max`.
     auto full = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       return wakes_ != wakes || next_ - 1 - std::min(after, next_ - 1) >= max;
     };

@@ -35,7 +35,7 @@ struct LinkOptions {
   absl::Duration max_backoff = absl::Seconds(10);
   // Events per message, and how long a message may wait for that many.
   size_t batch_size = 512;
-  absl::Duration batch_linger = absl::ZeroDuration();
+  absl::Duration batch_linger = absl::Milliseconds(1);
   // Hello fields.
   std::string agent_version;
   std::string argocd_namespace;

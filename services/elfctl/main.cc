@@ -159,7 +159,7 @@ void Watch(v1::OrchestratorService::Stub& stub, const std::string& id, WatchFeed
         last_sequence = event.sequence();
       }
       progressed = true;
-      terminal = event.has_state() && IsTerminal(event.state().state());
+      terminal = terminal || (event.has_state() && IsTerminal(event.state().state()));
       absl::MutexLock lock(&feed->mu);
       feed->events.push_back(std::move(event));
       event.Clear();

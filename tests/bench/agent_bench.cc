@@ -80,12 +80,12 @@ openssl x509 -req -in w.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out w.pem 
   if (!port.ok()) return port.status();
   stack->watcher_port = *port;
 
-  absl::StatusOr<std::unique_ptr<ChildProcess>> kubesim = ChildProcess::Start(
-      {.argv = {BinaryPath("elfdeploy-kubesim"), "--listen_addr=127.0.0.1:0",
-                absl::StrCat("--history_window=", kHistoryWindow),
-                absl::StrCat("--churn_pods=", churn_pods),
-                absl::StrCat("--churn_rate=", churn_rate)},
-       .log_path = stack->dir.Join("kubesim.log")});
+  absl::StatusOr<std::unique_ptr<ChildProcess>> kubesim =
+      ChildProcess::Start({.argv = {BinaryPath("elfdeploy-kubesim"), "--listen_addr=127.0.0.1:0",
+                                    absl::StrCat("--history_window=", kHistoryWindow),
+                                    absl::StrCat("--churn_pods=", churn_pods),
+                                    absl::StrCat("--churn_rate=", churn_rate)},
+                           .log_path = stack->dir.Join("kubesim.log")});
   if (!kubesim.ok()) return kubesim.status();
   stack->kubesim = *std::move(kubesim);
   std::string line;
@@ -95,14 +95,7 @@ openssl x509 -req -in w.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out w.pem 
   }
   std::string url = LogfmtValue(line, "url");
   stack->kubesim_url = url;
-  if (absl::Status s = WriteFile(
-          stack->dir.Join("kubeconfig"),
-          absl::StrCat("apiVersion: v1\nkind: Config\ncurrent-context: s\nclusters: [{name: s, "
-                       "cluster: {server: \"",
-                       url,
-                       "\"}}]\nusers: [{name: s, user: {}}]\ncontexts: [{name: s, context: "
-                       "{cluster: s, user: s}}]\n"));
-      !s.ok()) {
+  if (absl::Status s = WriteKubeconfig(stack->dir.Join("kubeconfig"), url); !s.ok()) {
     return s;
   }
   ServiceProcessOptions watcher;

@@ -25,8 +25,6 @@
 #include "absl/time/time.h"
 #include "elfdeploy/v1/orchestrator.grpc.pb.h"
 #include "google/protobuf/util/time_util.h"
-#include "services/common/oci/copy.h"
-#include "services/common/oci/registry_client.h"
 #include "tests/bench/bench_util.h"
 #include "tests/harness/peers.h"
 #include "tests/harness/process.h"
@@ -80,15 +78,11 @@ absl::StatusOr<std::unique_ptr<Stack>> StartStack(const std::string& settle) {
       !base.ok()) {
     return base.status();
   }
-  std::unique_ptr<oci::Registry> client = oci::NewRegistryClient({});
-  absl::StatusOr<oci::TransportReference> from =
-      oci::ParseTransportReference(absl::StrCat("oci:", stack->dir.Join("base"), ":3.11"));
-  absl::StatusOr<oci::TransportReference> to = oci::ParseTransportReference(
-      absl::StrCat("docker://", stack->registry->host(), "/elf/python-base:3.11"));
-  if (!from.ok() || !to.ok()) return absl::InternalError("bad base image reference");
-  if (absl::StatusOr<oci::CopyResult> copied = oci::CopyImage(*client, *from, *to, {});
-      !copied.ok()) {
-    return Fail("seeding the base image", copied.status());
+  if (absl::Status pushed =
+          PushLayoutImage(stack->dir.Join("base"), "3.11",
+                          absl::StrCat(stack->registry->host(), "/elf/python-base:3.11"));
+      !pushed.ok()) {
+    return Fail("seeding the base image", pushed);
   }
 
   absl::StatusOr<std::unique_ptr<ChildProcess>> kubesim = ChildProcess::Start(
@@ -104,14 +98,7 @@ absl::StatusOr<std::unique_ptr<Stack>> StartStack(const std::string& settle) {
     return s;
   }
   std::string kubeconfig = stack->dir.Join("kubeconfig");
-  if (absl::Status s = WriteFile(
-          kubeconfig,
-          absl::StrCat("apiVersion: v1\nkind: Config\ncurrent-context: s\nclusters: [{name: s, "
-                       "cluster: {server: \"",
-                       LogfmtValue(line, "url"),
-                       "\"}}]\nusers: [{name: s, user: {}}]\n"
-                       "contexts: [{name: s, context: {cluster: s, user: s}}]\n"));
-      !s.ok()) {
+  if (absl::Status s = WriteKubeconfig(kubeconfig, LogfmtValue(line, "url")); !s.ok()) {
     return s;
   }
 

@@ -82,14 +82,7 @@ openssl x509 -req -in agent.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out ag
     ASSERT_TRUE(kubesim_->WaitForLogLine("msg=serving", absl::Seconds(30), &line).ok())
         << kubesim_->ReadLog();
     kubesim_url_ = LogfmtValue(line, "url");
-    ASSERT_TRUE(WriteFile(dir_->Join("kubeconfig"),
-                          absl::StrCat("apiVersion: v1\nkind: Config\ncurrent-context: sim\n"
-                                       "clusters: [{name: sim, cluster: {server: \"",
-                                       kubesim_url_,
-                                       "\"}}]\nusers: [{name: sim, user: {}}]\n"
-                                       "contexts: [{name: sim, context: {cluster: sim, user: "
-                                       "sim}}]\n"))
-                    .ok());
+    ASSERT_TRUE(WriteKubeconfig(dir_->Join("kubeconfig"), kubesim_url_).ok());
   }
 
   void StartWatcher(bool mutual_tls = false) {

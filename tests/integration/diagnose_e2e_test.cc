@@ -105,13 +105,7 @@ class DiagnoseE2eTest : public ::testing::Test {
     std::string line;
     ASSERT_TRUE(kubesim_->WaitForLogLine("msg=serving", absl::Seconds(30), &line).ok());
     kubesim_url_ = LogfmtValue(line, "url");
-    ASSERT_TRUE(WriteFile(dir_->Join("kubeconfig"),
-                          absl::StrCat("apiVersion: v1\nkind: Config\ncurrent-context: s\n"
-                                       "clusters: [{name: s, cluster: {server: \"",
-                                       kubesim_url_,
-                                       "\"}}]\nusers: [{name: s, user: {}}]\n"
-                                       "contexts: [{name: s, context: {cluster: s, user: s}}]\n"))
-                    .ok());
+    ASSERT_TRUE(WriteKubeconfig(dir_->Join("kubeconfig"), kubesim_url_).ok());
     absl::StatusOr<std::unique_ptr<ServiceProcess>> registry_sync =
         ServiceProcess::Start({.binary = "elfdeploy-registry-sync"});
     ASSERT_TRUE(registry_sync.ok()) << registry_sync.status();

@@ -111,8 +111,7 @@ class GitPublishTest : public ::testing::Test {
       remote->target.url = remote->daemon->url("gitops");
       remote->cli_url = remote->target.url;
     } else if (transport == "ssh") {
-      absl::StatusOr<std::unique_ptr<harness::GitSshFixture>> ssh =
-          harness::GitSshFixture::Start();
+      absl::StatusOr<std::unique_ptr<harness::GitSshFixture>> ssh = harness::GitSshFixture::Start();
       ASSERT_TRUE(ssh.ok()) << ssh.status();
       remote->ssh = *std::move(ssh);
       absl::StatusOr<std::string> path = remote->ssh->CreateBareRepo("gitops");

@@ -27,8 +27,6 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "services/common/http_client.h"
-#include "services/common/oci/copy.h"
-#include "services/common/oci/registry_client.h"
 #include "tests/harness/net.h"
 #include "tests/harness/peers.h"
 #include "tests/harness/process.h"
@@ -158,13 +156,9 @@ class ObservabilityTest : public ::testing::Test {
     git_ = *std::move(git);
     ASSERT_TRUE(git_->CreateBareRepo("gitops").ok());
     ASSERT_TRUE(WriteTestImage(dir_->Join("base"), "3.11", {2048}, 9).ok());
-    std::unique_ptr<oci::Registry> client = oci::NewRegistryClient({});
-    absl::StatusOr<oci::TransportReference> from =
-        oci::ParseTransportReference(absl::StrCat("oci:", dir_->Join("base"), ":3.11"));
-    absl::StatusOr<oci::TransportReference> to = oci::ParseTransportReference(
-        absl::StrCat("docker://", registry_->host(), "/elf/python-base:3.11"));
-    ASSERT_TRUE(from.ok() && to.ok());
-    ASSERT_TRUE(oci::CopyImage(*client, *from, *to, {}).ok());
+    ASSERT_TRUE(PushLayoutImage(dir_->Join("base"), "3.11",
+                                absl::StrCat(registry_->host(), "/elf/python-base:3.11"))
+                    .ok());
 
     absl::StatusOr<std::unique_ptr<ChildProcess>> kubesim = ChildProcess::Start(
         {.argv = {BinaryPath("elfdeploy-kubesim"), "--listen_addr=127.0.0.1:0",
@@ -175,13 +169,7 @@ class ObservabilityTest : public ::testing::Test {
     kubesim_ = *std::move(kubesim);
     std::string line;
     ASSERT_TRUE(kubesim_->WaitForLogLine("msg=serving", absl::Seconds(30), &line).ok());
-    ASSERT_TRUE(WriteFile(dir_->Join("kubeconfig"),
-                          absl::StrCat("apiVersion: v1\nkind: Config\ncurrent-context: s\n"
-                                       "clusters: [{name: s, cluster: {server: \"",
-                                       LogfmtValue(line, "url"),
-                                       "\"}}]\nusers: [{name: s, user: {}}]\n"
-                                       "contexts: [{name: s, context: {cluster: s, user: s}}]\n"))
-                    .ok());
+    ASSERT_TRUE(WriteKubeconfig(dir_->Join("kubeconfig"), LogfmtValue(line, "url")).ok());
 
     auto start = [&](const std::string& job, ServiceProcessOptions options) -> ServiceProcess* {
       absl::StatusOr<std::unique_ptr<ServiceProcess>> service = ServiceProcess::Start(options);

@@ -21,8 +21,8 @@ using ::testing::HasSubstr;
 
 absl::StatusOr<CommandResult> BufCurl(const std::string& url, const std::string& body) {
   ProcessOptions options;
-  options.argv = {BufPath(), "curl", "--protocol", "grpc", "--http2-prior-knowledge", "-d", body,
-                  url};
+  options.argv = {BufPath(), "curl", "--protocol", "grpc", "--http2-prior-knowledge",
+                  "-d",      body,   url};
   options.env = {{"BUF_CACHE_DIR", absl::StrCat(::testing::TempDir(), "/buf-cache")}};
   return RunCommand(std::move(options), absl::Seconds(120));
 }
@@ -35,7 +35,8 @@ std::vector<nlohmann::json> JsonMessages(const std::string& output) {
   for (size_t i = 0; i < output.size(); ++i) {
     if (output[i] == '{' && depth++ == 0) start = i;
     if (output[i] == '}' && --depth == 0) {
-      nlohmann::json json = nlohmann::json::parse(output.substr(start, i - start + 1), nullptr, false);
+      nlohmann::json json =
+          nlohmann::json::parse(output.substr(start, i - start + 1), nullptr, false);
       if (!json.is_discarded()) out.push_back(json);
     }
   }
@@ -52,12 +53,13 @@ TEST(RegistrySyncServiceTest, CopyAndResolveThroughGrpcAndCountInMetrics) {
   absl::StatusOr<std::unique_ptr<ServiceProcess>> service =
       ServiceProcess::Start({.binary = "elfdeploy-registry-sync"});
   ASSERT_TRUE(service.ok()) << service.status();
-  std::string base = absl::StrCat("http://", (*service)->grpc_addr(), "/elfdeploy.v1.RegistrySyncService/");
+  std::string base =
+      absl::StrCat("http://", (*service)->grpc_addr(), "/elfdeploy.v1.RegistrySyncService/");
   std::string dest = absl::StrCat("docker://", (*registry)->host(), "/elf-automations/app:v1");
 
-  absl::StatusOr<CommandResult> copy = BufCurl(
-      absl::StrCat(base, "Copy"),
-      absl::StrCat(R"({"source":"oci:)", dir->Join("layout"), R"(:v1","destination":")", dest, R"("})"));
+  absl::StatusOr<CommandResult> copy =
+      BufCurl(absl::StrCat(base, "Copy"), absl::StrCat(R"({"source":"oci:)", dir->Join("layout"),
+                                                       R"(:v1","destination":")", dest, R"("})"));
   ASSERT_TRUE(copy.ok()) << copy.status();
   ASSERT_EQ(copy->exit_code, 0) << copy->output;
   std::vector<nlohmann::json> events = JsonMessages(copy->output);
@@ -82,8 +84,8 @@ TEST(RegistrySyncServiceTest, CopyAndResolveThroughGrpcAndCountInMetrics) {
   EXPECT_EQ(resolved[0]["mediaType"], "application/vnd.oci.image.manifest.v1+json");
 
   absl::StatusOr<CommandResult> missing = BufCurl(
-      absl::StrCat(base, "Resolve"),
-      absl::StrCat(R"({"reference":"docker://)", (*registry)->host(), R"(/elf-automations/app:v9"})"));
+      absl::StrCat(base, "Resolve"), absl::StrCat(R"({"reference":"docker://)", (*registry)->host(),
+                                                  R"(/elf-automations/app:v9"})"));
   ASSERT_TRUE(missing.ok());
   EXPECT_NE(missing->exit_code, 0);
   EXPECT_THAT(missing->output, HasSubstr("\"code\": \"not_found\""));
@@ -97,10 +99,11 @@ TEST(RegistrySyncServiceTest, CopyAndResolveThroughGrpcAndCountInMetrics) {
   EXPECT_EQ(MetricValue(*metrics, "elfdeploy_registry_bytes_pushed_total").value_or(-1),
             static_cast<double>(image->total_bytes));
   EXPECT_EQ(MetricValue(*metrics, "elfdeploy_registry_copy_seconds_count").value_or(-1), 1);
-  EXPECT_GE(MetricValue(*metrics, "elfdeploy_registry_requests_total", {{"code", "201"}}).value_or(0),
-            4);  // three blobs and the manifest
-  EXPECT_GE(MetricValue(*metrics, "elfdeploy_registry_requests_total", {{"code", "404"}}).value_or(0),
-            1);
+  EXPECT_GE(
+      MetricValue(*metrics, "elfdeploy_registry_requests_total", {{"code", "201"}}).value_or(0),
+      4);  // three blobs and the manifest
+  EXPECT_GE(
+      MetricValue(*metrics, "elfdeploy_registry_requests_total", {{"code", "404"}}).value_or(0), 1);
 
   ASSERT_TRUE(WriteFile(dir->Join("metrics.txt"), *metrics).ok());
   ProcessOptions promtool;

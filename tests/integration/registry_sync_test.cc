@@ -600,8 +600,10 @@ TEST_F(FaultyRegistryTest, BrokenStreamBetweenRegistriesFallsBackToStaging) {
   ASSERT_TRUE(Copy(*sync, absl::StrCat("oci:", Layout(), ":v1"),
                    absl::StrCat("docker://", registry_->host(), "/src/app:v1"))
                   .ok());
-  proxy_->AddFault({.kind = FaultKind::kResetMidResponse, .method = "GET",
-                    .path_contains = "/blobs/sha256:", .count = 2});
+  proxy_->AddFault({.kind = FaultKind::kResetMidResponse,
+                    .method = "GET",
+                    .path_contains = "/blobs/sha256:",
+                    .count = 2});
   Counts counts;
   absl::StatusOr<oci::CopyResult> result =
       Copy(*sync, absl::StrCat("docker://", proxy_->host(), "/src/app:v1"),

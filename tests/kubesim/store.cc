@@ -508,6 +508,10 @@ void ObjectStore::Reap() {
   while (true) {
     std::vector<Change> garbage;  // freed outside the lock, off the writers' threads
     absl::MutexLock lock(&mu_);
+    auto due = [this]()
+                   ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return shutdown_ || !dropped_.empty(); };
+    mu_.Await(absl::Condition(&due));
+    // Let a few writes' worth gather, then free them in one go.
     mu_.AwaitWithTimeout(absl::Condition(&shutdown_), kReapInterval);
     garbage.swap(dropped_);
     if (shutdown_) return;

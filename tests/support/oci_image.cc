@@ -8,7 +8,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "nlohmann/json.hpp"
+#include "services/common/oci/copy.h"
 #include "services/common/oci/layout.h"
+#include "services/common/oci/reference.h"
+#include "services/common/oci/registry_client.h"
 
 namespace elfdeploy::testing {
 namespace {
@@ -122,6 +125,18 @@ absl::StatusOr<TestImage> WriteTestImage(const std::string& layout_dir, const st
   d->platform.reset();
   if (absl::Status s = layout->Tag(ref, *d); !s.ok()) return s;
   return image;
+}
+
+absl::Status PushLayoutImage(const std::string& layout_dir, const std::string& ref,
+                             const std::string& destination) {
+  absl::StatusOr<oci::TransportReference> from =
+      oci::ParseTransportReference(absl::StrCat("oci:", layout_dir, ":", ref));
+  if (!from.ok()) return from.status();
+  absl::StatusOr<oci::TransportReference> to =
+      oci::ParseTransportReference(absl::StrCat("docker://", destination));
+  if (!to.ok()) return to.status();
+  std::unique_ptr<oci::Registry> client = oci::NewRegistryClient({});
+  return oci::CopyImage(*client, *from, *to, {}).status();
 }
 
 absl::StatusOr<oci::Digest> WriteTestIndex(const std::string& layout_dir, const std::string& ref,

@@ -23,6 +23,11 @@ struct TestImage {
 absl::StatusOr<TestImage> WriteTestImage(const std::string& layout_dir, const std::string& ref,
                                          const std::vector<int64_t>& layer_sizes, uint64_t seed);
 
+// Copies the image `ref` of the OCI layout at `layout_dir` to `destination` ("host/repo:tag",
+// a registry reachable over plain http on localhost), as registry-sync's Copy does.
+absl::Status PushLayoutImage(const std::string& layout_dir, const std::string& ref,
+                             const std::string& destination);
+
 // Writes a two-platform index (linux/amd64 and linux/arm64, one small layer each) named `ref`.
 // Returns the index digest; `amd64` receives the linux/amd64 manifest's digest.
 absl::StatusOr<oci::Digest> WriteTestIndex(const std::string& layout_dir, const std::string& ref,

@@ -28,6 +28,15 @@ std::string LogfmtValue(absl::string_view line, absl::string_view key) {
   return std::string(rest.substr(0, rest.find(' ')));
 }
 
+absl::Status WriteKubeconfig(const std::string& path, absl::string_view server) {
+  return WriteFile(path, absl::StrCat("apiVersion: v1\nkind: Config\ncurrent-context: sim\n"
+                                      "clusters: [{name: sim, cluster: {server: \"",
+                                      server,
+                                      "\"}}]\nusers: [{name: sim, user: {}}]\n"
+                                      "contexts: [{name: sim, context: {cluster: sim, user: "
+                                      "sim}}]\n"));
+}
+
 namespace {
 
 absl::StatusOr<std::string> CheckHealthOver(const std::string& grpc_addr,

@@ -59,6 +59,9 @@ class ServiceProcess {
 // The value of `key` in a logfmt line (unquoted), or "" when absent.
 std::string LogfmtValue(absl::string_view line, absl::string_view key);
 
+// Writes a kubeconfig whose current context reaches `server` (a kubesim URL) without credentials.
+absl::Status WriteKubeconfig(const std::string& path, absl::string_view server);
+
 // Health of `service` ("" = the server) at `grpc_addr`: "SERVING", "NOT_SERVING", ... or an error.
 absl::StatusOr<std::string> CheckHealth(const std::string& grpc_addr,
                                         const std::string& service = "");
