@@ -62,13 +62,16 @@ void Orchestrator::Start() {
 void Orchestrator::Stop() {
   stopping_ = true;
   std::map<std::string, std::unique_ptr<Running>> running;
+  std::vector<std::unique_ptr<Running>> finished;
   {
     absl::MutexLock lock(&mu_);
     running.swap(running_);
+    finished.swap(finished_);
   }
   for (auto& [id, run] : running) {
     if (run->thread.joinable()) run->thread.join();
   }
+  for (std::unique_ptr<Running>& done : finished) done->thread.join();
 }
 
 void Orchestrator::Launch(const std::string& id, std::unique_ptr<v1::DeployRequest> live_request) {
@@ -76,6 +79,9 @@ void Orchestrator::Launch(const std::string& id, std::unique_ptr<v1::DeployReque
   Running* raw = run.get();
   absl::MutexLock lock(&mu_);
   if (stopping_) return;
+  // These threads have left running_ under this lock already: joining them here cannot wait long.
+  for (std::unique_ptr<Running>& done : finished_) done->thread.join();
+  finished_.clear();
   raw->thread = std::thread([this, id, raw, live = std::move(live_request)] {
     Runner runner(*store_, builder_, registry_, publisher_, cluster_, runner_options_);
     // Stopping the process is not a cancel: the rollout stays unfinished and resumes later.
@@ -97,13 +103,17 @@ void Orchestrator::Launch(const std::string& id, std::unique_ptr<v1::DeployReque
                                   {"message", ended->message()}});
       if (metrics_.finished) metrics_.finished(*ended);
     }
-    if (metrics_.in_progress) {
-      absl::MutexLock lock(&mu_);
-      metrics_.in_progress(--running_count_);
+    // Done: leave running_ (a later Cancel ends the record itself) for the next Launch to join.
+    absl::MutexLock lock(&mu_);
+    auto self = running_.find(id);
+    if (self != running_.end() && self->second.get() == raw) {
+      finished_.push_back(std::move(self->second));
+      running_.erase(self);
     }
+    if (metrics_.in_progress) metrics_.in_progress(static_cast<int>(running_.size()));
   });
   running_[id] = std::move(run);
-  if (metrics_.in_progress) metrics_.in_progress(++running_count_);
+  if (metrics_.in_progress) metrics_.in_progress(static_cast<int>(running_.size()));
 }
 
 absl::StatusOr<v1::Rollout> Orchestrator::Deploy(v1::DeployRequest request) {

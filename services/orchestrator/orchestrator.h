@@ -82,8 +82,9 @@ class Orchestrator {
   const OrchestratorMetrics metrics_;
   std::atomic<bool> stopping_{false};
   mutable absl::Mutex mu_;
+  // Rollouts whose thread is running here, and finished threads waiting to be joined.
   std::map<std::string, std::unique_ptr<Running>> running_ ABSL_GUARDED_BY(mu_);
-  int running_count_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<std::unique_ptr<Running>> finished_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace elfdeploy::orchestrator
