@@ -1,16 +1,27 @@
 #include "services/common/http_client.h"
 
 #include <curl/curl.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <sys/stat.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <map>
 #include <memory>
 #include <mutex>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
+#include "absl/synchronization/mutex.h"
 
 namespace elfdeploy {
 namespace {
@@ -61,6 +72,81 @@ size_t ReadBody(char* buffer, size_t size, size_t count, void* user) {
 int Progress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
   const auto* cancelled = static_cast<const std::function<bool()>*>(user);
   return (*cancelled)() ? 1 : 0;
+}
+
+// Trust anchors, parsed once per process for each configuration and shared by every connection.
+// OpenSSL 3 spends ~40 ms of CPU parsing the system bundle, and Debian's libcurl, built with a CA
+// directory, does not cache it: every new TLS connection used to pay that again.
+class TrustStores {
+ public:
+  static TrustStores& Get() {
+    static auto* stores = new TrustStores;
+    return *stores;
+  }
+
+  // The store `options` describe; owned here and kept for the life of the process. A CA file is
+  // read again when its size or modification time changes.
+  absl::StatusOr<X509_STORE*> For(const HttpClientOptions& options) {
+    std::string key;
+    if (!options.ca_file.empty()) {
+      struct stat st = {};
+      if (stat(options.ca_file.c_str(), &st) != 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("CA file ", options.ca_file, ": ", std::strerror(errno)));
+      }
+      key = absl::StrCat(options.ca_file, "\n", st.st_size, "\n", st.st_mtim.tv_sec, ".",
+                         st.st_mtim.tv_nsec);
+    }
+    absl::StrAppend(&key, "\n", options.ca_pem, "\n", options.ca_extends_system_store);
+    absl::MutexLock lock(&mu_);
+    auto it = stores_.find(key);
+    if (it != stores_.end()) return it->second;
+    absl::StatusOr<X509_STORE*> store = Build(options);
+    if (!store.ok()) return store.status();
+    stores_.emplace(std::move(key), *store);
+    return *store;
+  }
+
+ private:
+  static absl::StatusOr<X509_STORE*> Build(const HttpClientOptions& options) {
+    std::unique_ptr<X509_STORE, void (*)(X509_STORE*)> store(X509_STORE_new(), &X509_STORE_free);
+    if (store == nullptr) return absl::ResourceExhaustedError("X509_STORE_new failed");
+    bool system =
+        (options.ca_file.empty() && options.ca_pem.empty()) || options.ca_extends_system_store;
+    // OpenSSL's defaults (SSL_CERT_FILE / SSL_CERT_DIR when set): the same system bundle and
+    // directory libcurl would use.
+    if (system) X509_STORE_set_default_paths(store.get());
+    ERR_clear_error();
+    if (!options.ca_file.empty() &&
+        X509_STORE_load_file(store.get(), options.ca_file.c_str()) != 1) {
+      ERR_clear_error();
+      return absl::InvalidArgumentError(
+          absl::StrCat("CA file ", options.ca_file, ": no PEM certificate could be read"));
+    }
+    if (!options.ca_pem.empty()) {
+      std::unique_ptr<BIO, int (*)(BIO*)> bio(
+          BIO_new_mem_buf(options.ca_pem.data(), static_cast<int>(options.ca_pem.size())),
+          &BIO_free);
+      STACK_OF(X509_INFO)* infos = PEM_X509_INFO_read_bio(bio.get(), nullptr, nullptr, nullptr);
+      int added = 0;
+      for (int i = 0; infos != nullptr && i < sk_X509_INFO_num(infos); ++i) {
+        X509_INFO* info = sk_X509_INFO_value(infos, i);
+        if (info->x509 != nullptr && X509_STORE_add_cert(store.get(), info->x509) == 1) ++added;
+      }
+      sk_X509_INFO_pop_free(infos, X509_INFO_free);
+      ERR_clear_error();
+      if (added == 0) return absl::InvalidArgumentError("CA PEM holds no certificate");
+    }
+    return store.release();
+  }
+
+  absl::Mutex mu_;
+  std::map<std::string, X509_STORE*> stores_ ABSL_GUARDED_BY(mu_);
+};
+
+CURLcode AttachTrustStore(CURL*, void* ssl_ctx, void* store) {
+  SSL_CTX_set1_cert_store(static_cast<SSL_CTX*>(ssl_ctx), static_cast<X509_STORE*>(store));
+  return CURLE_OK;
 }
 
 // A PEM held in memory, for CURLOPT_*_BLOB options (libcurl copies it).
@@ -128,9 +214,20 @@ absl::StatusOr<HttpResponse> HttpClient::Do(const HttpRequest& request) {
   curl_easy_setopt(curl, CURLOPT_UPLOAD_BUFFERSIZE, 512L * 1024);
   curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, WriteHeader);
   curl_easy_setopt(curl, CURLOPT_HEADERDATA, &response);
-  if (!options_.ca_file.empty()) curl_easy_setopt(curl, CURLOPT_CAINFO, options_.ca_file.c_str());
-  curl_blob ca = Blob(options_.ca_pem);
-  if (!options_.ca_pem.empty()) curl_easy_setopt(curl, CURLOPT_CAINFO_BLOB, &ca);
+  bool verify = !options_.insecure_skip_verify && !request.skip_tls_verify;
+  if (verify && absl::StartsWithIgnoreCase(request.url, "https://")) {
+    absl::StatusOr<X509_STORE*> store = TrustStores::Get().For(options_);
+    if (!store.ok()) return store.status();
+    curl_easy_setopt(curl, CURLOPT_CAINFO, nullptr);
+    curl_easy_setopt(curl, CURLOPT_CAPATH, nullptr);
+    // libcurl's own store cache would pin the first store a handle saw over later ones.
+    curl_easy_setopt(curl, CURLOPT_CA_CACHE_TIMEOUT, 0L);
+    if (curl_easy_setopt(curl, CURLOPT_SSL_CTX_FUNCTION, AttachTrustStore) != CURLE_OK) {
+      return absl::FailedPreconditionError(
+          "this libcurl is not built with OpenSSL; elfdeploy needs libcurl4 (OpenSSL flavour)");
+    }
+    curl_easy_setopt(curl, CURLOPT_SSL_CTX_DATA, *store);
+  }
   if (!options_.client_cert_file.empty()) {
     curl_easy_setopt(curl, CURLOPT_SSLCERT, options_.client_cert_file.c_str());
   }

@@ -55,6 +55,9 @@ struct HttpClientOptions {
   std::string ca_file;
   // The same as PEM text (e.g. a kubeconfig's certificate-authority-data); used when set.
   std::string ca_pem;
+  // With ca_file or ca_pem: trust them in addition to the system store (Docker's certs.d), not
+  // instead of it (a kubeconfig's CA).
+  bool ca_extends_system_store = false;
   // Client certificate and key for mutual TLS, as files or as PEM text.
   std::string client_cert_file;
   std::string client_key_file;

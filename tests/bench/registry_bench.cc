@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <grpcpp/grpcpp.h>
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -182,9 +183,18 @@ double CpuSeconds(pid_t pid) {
   return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
+// User + system CPU seconds of this process's children that have been waited for.
+double ChildrenCpuSeconds() {
+  rusage usage = {};
+  getrusage(RUSAGE_CHILDREN, &usage);
+  auto seconds = [](const timeval& t) { return static_cast<double>(t.tv_sec) + t.tv_usec / 1e6; };
+  return seconds(usage.ru_utime) + seconds(usage.ru_stime);
+}
+
 struct ToolStats {
   std::vector<double> seconds = {};
   std::vector<double> registry_cpu = {};  // CPU seconds both registries spent serving the copy
+  std::vector<double> client_cpu = {};    // CPU seconds the copying tool itself spent
   int max_uploads = 0;                    // from the destination registry's log
 };
 
@@ -287,14 +297,17 @@ class Bench {
     // The registries' own work bounds any client: a copy cannot end sooner than the CPU the
     // registries spent on it spread over every core, even if the client itself cost nothing.
     long cores = std::max(1L, sysconf(_SC_NPROCESSORS_ONLN));
-    std::printf("\n%-28s %18s %18s %14s\n", "scenario", "registries' CPU", "", "floor ratio");
-    std::printf("%-28s %18s %18s %14s\n", "", "registry-sync", "skopeo", "");
+    std::printf("\n%-28s %18s %18s %14s %18s %18s\n", "scenario", "registries' CPU", "",
+                "floor ratio", "client CPU", "");
+    std::printf("%-28s %18s %18s %14s %18s %18s\n", "", "registry-sync", "skopeo", "",
+                "registry-sync", "skopeo");
     for (const Scenario& s : scenarios_) {
       double ours = Median(s.sync.registry_cpu);
       double theirs = Median(s.skopeo.registry_cpu);
       double floor_seconds = std::min(ours, theirs) / static_cast<double>(cores);
-      std::printf("%-28s %16.3f s %16.3f s %14.2f\n", s.name.c_str(), ours, theirs,
-                  floor_seconds / Median(s.skopeo.seconds));
+      std::printf("%-28s %16.3f s %16.3f s %14.2f %16.3f s %16.3f s\n", s.name.c_str(), ours,
+                  theirs, floor_seconds / Median(s.skopeo.seconds), Median(s.sync.client_cpu),
+                  Median(s.skopeo.client_cpu));
     }
     std::printf(
         "\nseconds: median of %d copies, each after sync(2), which tool goes first alternating\n"
@@ -304,7 +317,9 @@ class Bench {
         "registries' CPU: user+system seconds the destination (and source) registry used during "
         "the copy, median\n"
         "floor ratio: the smaller registries' CPU / %ld cores / skopeo's time -- the ratio a "
-        "client that cost nothing would reach\n",
+        "client that cost nothing would reach\n"
+        "client CPU: user+system seconds of the registry-sync service, or of the skopeo process, "
+        "during the copy, median\n",
         repeat_, cores);
   }
 
@@ -334,12 +349,17 @@ class Bench {
         if (scenario.from_registry) cpu += CpuSeconds(source_->pid());
         return cpu;
       };
+      auto client_cpu = [&] {
+        return sync_turn ? CpuSeconds(service_->process().pid()) : ChildrenCpuSeconds();
+      };
       double cpu_before = registries_cpu();
+      double client_before = client_cpu();
       absl::StatusOr<CopyRun> run =
           sync_turn ? SyncCopy(*stub_, source, Docker(registry))
                     : SkopeoCopy(source, Docker(registry), scenario.from_registry);
       if (!run.ok()) return run.status();
       stats.registry_cpu.push_back(registries_cpu() - cpu_before);
+      stats.client_cpu.push_back(client_cpu() - client_before);
       if (absl::Status s = CheckDigest(label, run->digest); !s.ok()) return s;
       std::string log = registry.ReadLog();
       int uploads = UploadsInLog(absl::string_view(log).substr(std::min(log_offset, log.size())));

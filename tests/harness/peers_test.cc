@@ -1,6 +1,8 @@
 #include "tests/harness/peers.h"
 
+#include <fcntl.h>
 #include <openssl/evp.h>
+#include <sys/stat.h>
 
 #include <filesystem>
 
@@ -9,8 +11,10 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "services/common/http_client.h"
+#include "tests/harness/process.h"
 #include "tests/harness/temp_dir.h"
 
 namespace elfdeploy::testing {
@@ -166,6 +170,54 @@ TEST(RegistryFixtureTest, TlsIsVerifiedWithTheFixtureCaOnly) {
   EXPECT_TRUE(
       absl::StrContains(absl::AsciiStrToLower(unverified.status().message()), "certificate"))
       << unverified.status();
+}
+
+// A configured CA replaces the system store unless the options say it extends it (a registry's
+// certs.d CA); the store is parsed once per process and a CA file that changes is read again.
+TEST(RegistryFixtureTest, ConfiguredCaReplacesOrExtendsTheSystemStore) {
+  absl::StatusOr<std::unique_ptr<RegistryFixture>> registry = RegistryFixture::Start({.tls = true});
+  ASSERT_TRUE(registry.ok()) << registry.status();
+  absl::StatusOr<TempDir> dir = TempDir::Create("peers-test-ca-");
+  ASSERT_TRUE(dir.ok()) << dir.status();
+  std::string other = dir->Join("other.pem");
+  absl::StatusOr<CommandResult> made = RunCommand(
+      {.argv = {"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", dir->Join("other.key"), "-out",
+                other, "-days", "2", "-subj", "/CN=other-ca"}});
+  ASSERT_TRUE(made.ok() && made->exit_code == 0);
+  std::string url = (*registry)->base_url() + "/v2/";
+  auto status_with = [&](HttpClientOptions options) {
+    absl::StatusOr<HttpResponse> response = HttpClient(std::move(options)).Get(url);
+    return response.ok() ? absl::OkStatus() : response.status();
+  };
+
+  // The fixture's CA stands in for the system store (OpenSSL's SSL_CERT_FILE).
+  ASSERT_EQ(setenv("SSL_CERT_FILE", (*registry)->ca_file().c_str(), 1), 0);
+  HttpClientOptions replaces = CaOptions(other);
+  EXPECT_EQ(status_with(replaces).code(), absl::StatusCode::kUnavailable);
+  HttpClientOptions extends = CaOptions(other);
+  extends.ca_extends_system_store = true;
+  EXPECT_TRUE(status_with(extends).ok()) << status_with(extends);
+  unsetenv("SSL_CERT_FILE");
+
+  // A CA file rewritten in place (a rotated certificate) is picked up by the same client.
+  std::string rotating = dir->Join("rotating.pem");
+  ASSERT_TRUE(WriteFile(rotating, *ReadFile(other)).ok());
+  HttpClient client(CaOptions(rotating));
+  EXPECT_EQ(client.Get(url).status().code(), absl::StatusCode::kUnavailable);
+  ASSERT_TRUE(WriteFile(rotating, *ReadFile((*registry)->ca_file())).ok());
+  timespec times[2] = {{0, UTIME_NOW}, {absl::ToUnixSeconds(absl::Now()) + 5, 0}};
+  ASSERT_EQ(utimensat(AT_FDCWD, rotating.c_str(), times, 0), 0);
+  absl::StatusOr<HttpResponse> rotated = client.Get(url);
+  ASSERT_TRUE(rotated.ok()) << rotated.status();
+  EXPECT_EQ(rotated->status, 200);
+
+  // A CA that is not PEM, or a missing file, is a configuration error, not a network one.
+  HttpClientOptions not_pem;
+  not_pem.ca_pem = "PEM-CA";
+  EXPECT_EQ(status_with(not_pem).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(status_with(CaOptions(dir->Join("missing.pem"))).code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(RegistryFixtureTest, TlsWithHtpasswd) {

@@ -338,6 +338,7 @@ class RegistryClient : public Registry {
   static HttpClientOptions MakeHttpOptions(const RegistryClientOptions& options) {
     HttpClientOptions http;
     http.ca_file = options.ca_file;
+    http.ca_extends_system_store = true;  // as Docker treats a registry's certs.d CA
     http.timeout = absl::ZeroDuration();
     http.low_speed_timeout = absl::Seconds(60);
     return http;
