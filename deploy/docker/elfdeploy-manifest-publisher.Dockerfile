@@ -15,7 +15,7 @@ RUN apt-get update \
       libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev libabsl-dev \
       libyaml-cpp-dev libgit2-dev prometheus-cpp-dev libcurl4-openssl-dev nlohmann-json3-dev \
       libssl-dev zlib1g-dev libarchive-dev libsqlite3-dev libdeflate-dev libcpp-httplib-dev \
-      libsimdjson-dev \
+      libsimdjson-dev libyaml-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY CMakeLists.txt ./
@@ -33,7 +33,7 @@ ARG DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       ca-certificates libabsl20220623 libgit2-1.5 libgrpc++1.51 libprometheus-cpp-pull1.0 \
-      libprotobuf32 libssl3 libyaml-cpp0.7 \
+      libprotobuf32 libssl3 libyaml-0-2 libyaml-cpp0.7 \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --gid 65532 elfdeploy \
  && useradd --uid 65532 --gid 65532 --home-dir /home/elfdeploy --shell /usr/sbin/nologin elfdeploy \

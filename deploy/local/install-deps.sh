@@ -11,7 +11,7 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc protobuf-compiler libprotobuf-dev libabsl-dev
   libyaml-cpp-dev libgit2-dev prometheus-cpp-dev libcurl4-openssl-dev nlohmann-json3-dev
   libssl-dev zlib1g-dev libarchive-dev libsqlite3-dev libgtest-dev libgmock-dev libbenchmark-dev
-  libdeflate-dev libcpp-httplib-dev libsimdjson-dev
+  libdeflate-dev libcpp-httplib-dev libsimdjson-dev libyaml-dev
   # tests/kubesim's allocator
   libjemalloc-dev
   # real peers for the tests and the local demo

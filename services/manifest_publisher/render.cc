@@ -7,9 +7,9 @@
 #include <exception>
 #include <initializer_list>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <utility>
@@ -25,8 +25,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
-#include "yaml-cpp/anchor.h"
-#include "yaml-cpp/eventhandler.h"
+#include "services/manifest_publisher/yaml_tree.h"
 #include "yaml-cpp/yaml.h"
 
 namespace elfdeploy::publisher {
@@ -34,7 +33,7 @@ namespace {
 
 constexpr std::size_t kMaxManifestBytes = std::size_t{1} << 20;
 constexpr std::uint64_t kMaxExpandedNodes = 100000;
-constexpr std::uint64_t kSizeCap = std::uint64_t{1} << 40;
+constexpr int kMaxDepth = 256;
 constexpr char kNameLabel[] = "app.kubernetes.io/name";
 constexpr char kPartOfLabel[] = "app.kubernetes.io/part-of";
 constexpr char kManagedByLabel[] = "app.kubernetes.io/managed-by";
@@ -309,124 +308,17 @@ bool LooksLikeCredentialValue(absl::string_view value) {
 // Parsing
 // ---------------------------------------------------------------------------------------------
 
-std::string Where(const YAML::Mark& mark) {
+std::string Where(const yaml::Mark& mark) {
   return absl::StrFormat("line %d, column %d", mark.line + 1, mark.column + 1);
 }
-
-// Counts the nodes of the fully expanded document and notes anchors, aliases and tags.
-class SafetyHandler : public YAML::EventHandler {
- public:
-  void OnDocumentStart(const YAML::Mark& /*mark*/) override {}
-  void OnDocumentEnd() override {}
-  void OnNull(const YAML::Mark& /*mark*/, YAML::anchor_t anchor) override { Leaf(anchor); }
-  void OnAlias(const YAML::Mark& mark, YAML::anchor_t anchor) override {
-    if (!alias_) alias_ = mark;
-    auto it = sizes_.find(anchor);
-    Add(it == sizes_.end() ? 1 : it->second);
-  }
-  void OnScalar(const YAML::Mark& mark, const std::string& tag, YAML::anchor_t anchor,
-                const std::string& /*value*/) override {
-    NoteTag(mark, tag);
-    Leaf(anchor);
-  }
-  void OnSequenceStart(const YAML::Mark& mark, const std::string& tag, YAML::anchor_t anchor,
-                       YAML::EmitterStyle::value /*style*/) override {
-    NoteTag(mark, tag);
-    Open(anchor);
-  }
-  void OnSequenceEnd() override { Close(); }
-  void OnMapStart(const YAML::Mark& mark, const std::string& tag, YAML::anchor_t anchor,
-                  YAML::EmitterStyle::value /*style*/) override {
-    NoteTag(mark, tag);
-    Open(anchor);
-  }
-  void OnMapEnd() override { Close(); }
-  void OnAnchor(const YAML::Mark& mark, const std::string& /*anchor_name*/) override {
-    if (!anchor_) anchor_ = mark;
-  }
-
-  std::uint64_t Total() const { return total_; }
-  const std::optional<YAML::Mark>& Alias() const { return alias_; }
-  const std::optional<YAML::Mark>& Anchor() const { return anchor_; }
-  const std::optional<YAML::Mark>& Tag() const { return tag_; }
-
- private:
-  struct Frame {
-    YAML::anchor_t anchor;
-    std::uint64_t size;
-  };
-
-  static std::uint64_t SatAdd(std::uint64_t a, std::uint64_t b) {
-    return std::min(kSizeCap, a + b);
-  }
-  void NoteTag(const YAML::Mark& mark, const std::string& tag) {
-    if (!tag.empty() && tag != "?" && tag != "!" && !tag_) tag_ = mark;
-  }
-  void Add(std::uint64_t n) {
-    total_ = SatAdd(total_, n);
-    if (!stack_.empty()) stack_.back().size = SatAdd(stack_.back().size, n);
-  }
-  void Leaf(YAML::anchor_t anchor) {
-    if (anchor != YAML::NullAnchor) sizes_[anchor] = 1;
-    Add(1);
-  }
-  void Open(YAML::anchor_t anchor) {
-    total_ = SatAdd(total_, 1);
-    stack_.push_back(Frame{anchor, 1});
-  }
-  void Close() {
-    if (stack_.empty()) return;
-    const Frame frame = stack_.back();
-    stack_.pop_back();
-    if (frame.anchor != YAML::NullAnchor) sizes_[frame.anchor] = frame.size;
-    if (!stack_.empty()) stack_.back().size = SatAdd(stack_.back().size, frame.size);
-  }
-
-  std::vector<Frame> stack_;
-  std::map<YAML::anchor_t, std::uint64_t> sizes_;
-  std::uint64_t total_ = 0;
-  std::optional<YAML::Mark> alias_;
-  std::optional<YAML::Mark> anchor_;
-  std::optional<YAML::Mark> tag_;
-};
 
 // A YAML stream: its text (marks index into it) and its non-empty documents.
 struct Manifest {
   std::string bom;
   std::string text;
-  std::vector<YAML::Node> docs;
+  std::unique_ptr<yaml::Stream> stream;  // owns the nodes of `docs`
+  std::vector<yaml::Node> docs;
 };
-
-// INVALID_ARGUMENT for anchors, aliases (a YAML bomb when their expansion exceeds the node
-// budget) and explicit tags. Without '&', '*' and '!' in the text there can be none.
-absl::Status CheckPlainYaml(const std::string& text) {
-  if (text.find_first_of("&*!") == std::string::npos) return absl::OkStatus();
-  SafetyHandler safety;
-  try {
-    std::istringstream stream(text);
-    YAML::Parser parser(stream);
-    while (parser.HandleNextDocument(safety)) {
-      if (safety.Total() > kMaxExpandedNodes) break;
-    }
-  } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat("invalid YAML: ", e.what()));
-  }
-  if (safety.Alias() && safety.Total() > kMaxExpandedNodes) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("YAML bomb: alias expansion exceeds %d nodes (first alias at %s)",
-                        kMaxExpandedNodes, Where(*safety.Alias())));
-  }
-  if (safety.Alias() || safety.Anchor()) {
-    const YAML::Mark& mark = safety.Alias() ? *safety.Alias() : *safety.Anchor();
-    return absl::InvalidArgumentError(absl::StrCat(
-        "YAML anchors and aliases are not supported in app manifests (", Where(mark), ")"));
-  }
-  if (safety.Tag()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "explicit YAML tags are not supported in app manifests (", Where(*safety.Tag()), ")"));
-  }
-  return absl::OkStatus();
-}
 
 // Parses an app manifest; `own_output` skips the input limits for text this file produced.
 absl::StatusOr<Manifest> ParseManifest(absl::string_view input, bool own_output = false) {
@@ -442,75 +334,67 @@ absl::StatusOr<Manifest> ParseManifest(absl::string_view input, bool own_output 
     input.remove_prefix(3);
   }
   manifest.text = Str(input);
-  if (!own_output) {
-    absl::Status plain = CheckPlainYaml(manifest.text);
-    if (!plain.ok()) return plain;
-  }
-  try {
-    for (const YAML::Node& doc : YAML::LoadAll(manifest.text)) {
-      if (doc.IsNull()) continue;
-      if (!doc.IsMap()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("document at ", Where(doc.Mark()), " is not a mapping"));
-      }
-      manifest.docs.push_back(doc);
+  absl::StatusOr<std::unique_ptr<yaml::Stream>> stream = yaml::Stream::Parse(
+      manifest.text,
+      yaml::ParseOptions{.max_depth = kMaxDepth, .max_expanded_nodes = kMaxExpandedNodes});
+  if (!stream.ok()) return stream.status();
+  manifest.stream = *std::move(stream);
+  for (const yaml::Node& doc : manifest.stream->documents()) {
+    if (doc.IsNull()) continue;
+    if (!doc.IsMap()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("document at ", Where(doc.mark()), " is not a mapping"));
     }
-  } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat("invalid YAML: ", e.what()));
+    manifest.docs.push_back(doc);
   }
   return manifest;
 }
 
-// yaml-cpp's Node::operator= writes through to the referenced node, so entries are never
-// assigned; they are only constructed.
 struct Entry {
-  Entry(const YAML::Node& k, const YAML::Node& v) : key(k), value(v) {}
-  Entry(const Entry&) = default;
-  Entry& operator=(const Entry&) = delete;
-  YAML::Node key;
-  YAML::Node value;
+  yaml::Node key;
+  yaml::Node value;
 };
 
-std::optional<Entry> Find(const YAML::Node& map, absl::string_view key) {
-  if (!map.IsMap()) return std::nullopt;
-  for (YAML::const_iterator it = map.begin(); it != map.end(); ++it) {
-    if (it->first.IsScalar() && it->first.Scalar() == key) return Entry{it->first, it->second};
+std::optional<Entry> Find(const yaml::Node& map, absl::string_view key) {
+  for (std::size_t i = 0; i < map.size(); ++i) {
+    const yaml::Node k = map.Key(i);
+    if (k.IsScalar() && k.Scalar() == key) return Entry{k, map.Value(i)};
   }
   return std::nullopt;
 }
 
-YAML::Node FindPath(const YAML::Node& node, std::initializer_list<absl::string_view> path) {
-  YAML::Node cur = node;
+yaml::Node FindPath(const yaml::Node& node, std::initializer_list<absl::string_view> path) {
+  yaml::Node cur = node;
   for (absl::string_view key : path) {
     std::optional<Entry> e = Find(cur, key);
-    if (!e) return YAML::Node(YAML::NodeType::Undefined);
-    cur.reset(e->value);
+    if (!e) return yaml::Node();
+    cur = e->value;
   }
   return cur;
 }
 
-std::string ScalarAt(const YAML::Node& map, absl::string_view key) {
+std::string ScalarAt(const yaml::Node& map, absl::string_view key) {
   std::optional<Entry> e = Find(map, key);
   return e && e->value.IsScalar() ? e->value.Scalar() : std::string();
 }
 
-std::vector<YAML::Node> Items(const YAML::Node& seq) {
-  std::vector<YAML::Node> items;
-  if (!seq.IsSequence()) return items;
-  for (YAML::const_iterator it = seq.begin(); it != seq.end(); ++it) items.push_back(*it);
+std::vector<yaml::Node> Items(const yaml::Node& seq) {
+  std::vector<yaml::Node> items;
+  items.reserve(seq.size());
+  for (std::size_t i = 0; i < seq.size(); ++i) items.push_back(seq.Item(i));
   return items;
 }
 
 // Containers and init containers of a Deployment's pod template.
-std::vector<YAML::Node> PodContainers(const YAML::Node& deployment, bool with_init) {
-  std::vector<YAML::Node> out;
-  const YAML::Node pod = FindPath(deployment, {"spec", "template", "spec"});
+std::vector<yaml::Node> PodContainers(const yaml::Node& deployment, bool with_init) {
+  std::vector<yaml::Node> out;
+  const yaml::Node pod = FindPath(deployment, {"spec", "template", "spec"});
   for (absl::string_view list :
        {absl::string_view("containers"), absl::string_view("initContainers")}) {
     if (list == "initContainers" && !with_init) continue;
     std::optional<Entry> e = Find(pod, list);
     if (!e) continue;
-    for (const YAML::Node& c : Items(e->value)) {
+    for (const yaml::Node& c : Items(e->value)) {
       if (c.IsMap()) out.push_back(c);
     }
   }
@@ -519,14 +403,14 @@ std::vector<YAML::Node> PodContainers(const YAML::Node& deployment, bool with_in
 
 // INVALID_ARGUMENT when a document of `manifest`, or an item of a List document, is a Secret.
 absl::Status CheckNoSecret(const Manifest& manifest) {
-  for (const YAML::Node& doc : manifest.docs) {
-    std::vector<YAML::Node> objects = {doc};
-    for (const YAML::Node& item : Items(FindPath(doc, {"items"}))) objects.push_back(item);
-    for (const YAML::Node& obj : objects) {
+  for (const yaml::Node& doc : manifest.docs) {
+    std::vector<yaml::Node> objects = {doc};
+    for (const yaml::Node& item : Items(FindPath(doc, {"items"}))) objects.push_back(item);
+    for (const yaml::Node& obj : objects) {
       if (ScalarAt(obj, "kind") == "Secret") {
         return absl::InvalidArgumentError(
             absl::StrCat("contains a Secret \"", ScalarAt(FindPath(obj, {"metadata"}), "name"),
-                         "\" at ", Where(obj.Mark()), "; ", kNoCredential));
+                         "\" at ", Where(obj.mark()), "; ", kNoCredential));
       }
     }
   }
@@ -613,11 +497,10 @@ class Editor {
   }
 
   // Applies `patch` to the document `root` (a mapping).
-  absl::Status ApplyDocument(const YAML::Node& root, const Patch& patch) {
+  absl::Status ApplyDocument(const yaml::Node& root, const Patch& patch) {
     DetectStyle(root);
     std::optional<Entry> first = FirstEntry(root);
-    json_ =
-        root.Style() == YAML::EmitterStyle::Flow && first && CharAt(first->key.Mark().pos) == '"';
+    json_ = root.IsFlow() && first && CharAt(first->key.mark().pos) == '"';
     return ApplyMap(root, patch, Ctx{false, 0, ""});
   }
 
@@ -660,64 +543,61 @@ class Editor {
     std::string text;
   };
 
-  static std::optional<Entry> FirstEntry(const YAML::Node& map) {
-    if (!map.IsMap() || map.size() == 0) return std::nullopt;
-    YAML::const_iterator it = map.begin();
-    return Entry{it->first, it->second};
+  static std::optional<Entry> FirstEntry(const yaml::Node& map) {
+    if (map.size() == 0) return std::nullopt;
+    return Entry{map.Key(0), map.Value(0)};
   }
-  static std::optional<Entry> LastEntry(const YAML::Node& map) {
-    if (!map.IsMap() || map.size() == 0) return std::nullopt;
-    YAML::const_iterator last = map.begin();
-    for (YAML::const_iterator it = map.begin(); it != map.end(); ++it) last = it;
-    return Entry{last->first, last->second};
+  static std::optional<Entry> LastEntry(const yaml::Node& map) {
+    if (map.size() == 0) return std::nullopt;
+    return Entry{map.Key(map.size() - 1), map.Value(map.size() - 1)};
   }
-  static bool IsFlow(const YAML::Node& node) { return node.Style() == YAML::EmitterStyle::Flow; }
+  static bool IsFlow(const yaml::Node& node) { return node.IsFlow(); }
 
   char CharAt(int pos) const {
     if (pos < 0 || static_cast<std::size_t>(pos) >= s_.size()) return '\0';
     return s_[static_cast<std::size_t>(pos)];
   }
 
-  absl::StatusOr<std::size_t> PosOf(const YAML::Node& node) const {
-    const int pos = node.Mark().pos;
+  absl::StatusOr<std::size_t> PosOf(const yaml::Node& node) const {
+    const int pos = node.mark().pos;
     if (pos < 0 || static_cast<std::size_t>(pos) > s_.size()) {
       return absl::InternalError("YAML node without a position");
     }
     return static_cast<std::size_t>(pos);
   }
 
-  static absl::Status Unlocatable(const YAML::Node& node, absl::string_view what) {
+  static absl::Status Unlocatable(const yaml::Node& node, absl::string_view what) {
     return absl::InvalidArgumentError(
-        absl::StrCat("cannot edit ", what, " at ", Where(node.Mark()), " in place"));
+        absl::StrCat("cannot edit ", what, " at ", Where(node.mark()), " in place"));
   }
 
-  void DetectStyle(const YAML::Node& root) {
+  void DetectStyle(const yaml::Node& root) {
     step_ = 2;
     seq_indent_ = 0;
     bool step_found = false;
     bool seq_found = false;
-    std::vector<YAML::Node> todo = {root};
+    std::vector<yaml::Node> todo = {root};
     while (!todo.empty() && !(step_found && seq_found)) {
-      const YAML::Node node = todo.back();
+      const yaml::Node node = todo.back();
       todo.pop_back();
       if (node.IsSequence()) {
-        const std::vector<YAML::Node> items = Items(node);
+        const std::vector<yaml::Node> items = Items(node);
         todo.insert(todo.end(), items.rbegin(), items.rend());
         continue;
       }
       if (!node.IsMap() || IsFlow(node)) continue;
-      std::vector<YAML::Node> children;
-      for (YAML::const_iterator it = node.begin(); it != node.end(); ++it) {
-        const YAML::Node key = it->first;
-        const YAML::Node value = it->second;
+      std::vector<yaml::Node> children;
+      for (std::size_t i = 0; i < node.size(); ++i) {
+        const yaml::Node key = node.Key(i);
+        const yaml::Node value = node.Value(i);
         if (IsFlow(value)) continue;
-        const int delta = value.Mark().column - key.Mark().column;
+        const int delta = value.mark().column - key.mark().column;
         if (value.IsMap() && !step_found && delta > 0 && delta <= 8) {
           step_ = delta;
           step_found = true;
         }
         if (value.IsSequence() && !seq_found && delta >= 0 && delta <= 8 &&
-            CharAt(value.Mark().pos) == '-') {
+            CharAt(value.mark().pos) == '-') {
           seq_indent_ = delta;
           seq_found = true;
         }
@@ -771,7 +651,7 @@ class Editor {
     return Span{b, end};
   }
 
-  absl::StatusOr<Span> ScalarSpan(const YAML::Node& node, bool flow, int parent_indent) const {
+  absl::StatusOr<Span> ScalarSpan(const yaml::Node& node, bool flow, int parent_indent) const {
     absl::StatusOr<std::size_t> pos = PosOf(node);
     if (!pos.ok()) return pos.status();
     const std::size_t b = *pos;
@@ -829,7 +709,7 @@ class Editor {
     return Unlocatable(node, "a plain scalar");
   }
 
-  absl::StatusOr<std::size_t> ColonEnd(const YAML::Node& key, bool flow) const {
+  absl::StatusOr<std::size_t> ColonEnd(const yaml::Node& key, bool flow) const {
     absl::StatusOr<Span> span = ScalarSpan(key, flow, -1);
     if (!span.ok()) return span.status();
     std::size_t i = span->end;
@@ -839,7 +719,7 @@ class Editor {
   }
 
   // The text after a key's colon that holds its null value ("", " null", " ~").
-  absl::StatusOr<Span> NullSpan(const YAML::Node& key, bool flow) const {
+  absl::StatusOr<Span> NullSpan(const yaml::Node& key, bool flow) const {
     absl::StatusOr<std::size_t> colon = ColonEnd(key, flow);
     if (!colon.ok()) return colon.status();
     std::size_t i = *colon;
@@ -855,7 +735,7 @@ class Editor {
     return Span{*colon, *colon};
   }
 
-  absl::StatusOr<std::size_t> FlowEnd(const YAML::Node& node) const {
+  absl::StatusOr<std::size_t> FlowEnd(const yaml::Node& node) const {
     absl::StatusOr<std::size_t> pos = PosOf(node);
     if (!pos.ok()) return pos.status();
     if (*pos >= s_.size() || (s_[*pos] != '{' && s_[*pos] != '[')) {
@@ -905,10 +785,10 @@ class Editor {
       if (!span.ok()) return span.status();
       return span->end;
     }
-    return NodeEnd(e.value, flow, e.key.Mark().column);
+    return NodeEnd(e.value, flow, e.key.mark().column);
   }
 
-  absl::StatusOr<std::size_t> NodeEnd(const YAML::Node& node, bool flow, int parent_indent) const {
+  absl::StatusOr<std::size_t> NodeEnd(const yaml::Node& node, bool flow, int parent_indent) const {
     const bool f = flow || IsFlow(node);
     if (node.IsScalar()) {
       absl::StatusOr<Span> span = ScalarSpan(node, f, parent_indent);
@@ -922,8 +802,8 @@ class Editor {
       return EntryEnd(*last, false);
     }
     if (node.IsSequence() && node.size() > 0) {
-      const YAML::Node last = Items(node).back();
-      if (!last.IsNull()) return NodeEnd(last, false, node.Mark().column);
+      const yaml::Node last = Items(node).back();
+      if (!last.IsNull()) return NodeEnd(last, false, node.mark().column);
     }
     return Unlocatable(node, "a value");
   }
@@ -1004,7 +884,7 @@ class Editor {
     return lines;
   }
 
-  absl::Status ApplyMap(const YAML::Node& map, const Patch& patch, const Ctx& ctx) {
+  absl::Status ApplyMap(const yaml::Node& map, const Patch& patch, const Ctx& ctx) {
     const bool flow = ctx.flow || IsFlow(map);
     std::vector<const Patch*> missing;
     for (const Patch& child : patch.children) {
@@ -1029,7 +909,7 @@ class Editor {
       if (!last) {
         absl::StatusOr<std::size_t> pos = PosOf(map);
         if (!pos.ok()) return pos.status();
-        if (CharAt(map.Mark().pos) != '{') return Unlocatable(map, "an empty mapping");
+        if (CharAt(map.mark().pos) != '{') return Unlocatable(map, "an empty mapping");
         Insert(*pos + 1, text, ctx.depth);
         return absl::OkStatus();
       }
@@ -1041,7 +921,7 @@ class Editor {
 
     std::optional<Entry> first = FirstEntry(map);
     if (!first) return Unlocatable(map, "an empty mapping");
-    const int col = first->key.Mark().column;
+    const int col = first->key.mark().column;
     std::vector<std::string> lines;
     for (const auto* m : missing) {
       for (std::string& line : Block(*m)) lines.push_back(std::move(line));
@@ -1070,12 +950,12 @@ class Editor {
   }
 
   absl::Status ApplyValue(const Entry& e, const Patch& patch, const Ctx& ctx) {
-    const YAML::Node& value = e.value;
-    const int key_col = e.key.Mark().column;
+    const yaml::Node& value = e.value;
+    const int key_col = e.key.mark().column;
     switch (patch.kind) {
       case Patch::Kind::kScalar: {
         if (value.IsScalar()) {
-          const bool plain = value.Tag() == "?";
+          const bool plain = value.IsPlain();
           if (value.Scalar() == patch.value && !(plain && NeedsQuotes(patch.value, ctx.flow))) {
             return absl::OkStatus();
           }
@@ -1137,9 +1017,9 @@ class Editor {
       case Patch::Kind::kImages: {
         if (!value.IsSequence()) return absl::OkStatus();
         const bool seq_flow = ctx.flow || IsFlow(value);
-        const std::vector<YAML::Node> items = Items(value);
+        const std::vector<yaml::Node> items = Items(value);
         for (std::size_t i = 0; i < items.size(); ++i) {
-          const YAML::Node& item = items[i];
+          const yaml::Node& item = items[i];
           std::optional<Entry> image = Find(item, "image");
           if (!image || !image->value.IsScalar()) continue;
           if (!match_repos_.contains(RepoPath(image->value.Scalar()))) continue;
@@ -1153,8 +1033,8 @@ class Editor {
     return absl::OkStatus();
   }
 
-  absl::Status EnsureNamedItem(const YAML::Node& seq, const Patch& patch, const Ctx& ctx) {
-    for (const YAML::Node& item : Items(seq)) {
+  absl::Status EnsureNamedItem(const yaml::Node& seq, const Patch& patch, const Ctx& ctx) {
+    for (const yaml::Node& item : Items(seq)) {
       if (ScalarAt(item, "name") == patch.value) return absl::OkStatus();
     }
     const bool flow = ctx.flow || IsFlow(seq);
@@ -1165,7 +1045,7 @@ class Editor {
       if (seq.size() == 0) {
         absl::StatusOr<std::size_t> pos = PosOf(seq);
         if (!pos.ok()) return pos.status();
-        if (CharAt(seq.Mark().pos) != '[') return Unlocatable(seq, "an empty list");
+        if (CharAt(seq.mark().pos) != '[') return Unlocatable(seq, "an empty list");
         Insert(*pos + 1, item, ctx.depth);
         return absl::OkStatus();
       }
@@ -1176,8 +1056,8 @@ class Editor {
     }
     absl::StatusOr<std::size_t> pos = PosOf(seq);
     if (!pos.ok()) return pos.status();
-    if (CharAt(seq.Mark().pos) != '-') return Unlocatable(seq, "a list");
-    const int col = seq.Mark().column;
+    if (CharAt(seq.mark().pos) != '-') return Unlocatable(seq, "a list");
+    const int col = seq.mark().column;
     absl::StatusOr<std::size_t> end = NodeEnd(seq, false, col - 1);
     if (end.ok()) {
       const std::size_t at = LineEnd(*end);
@@ -1235,13 +1115,13 @@ Patch DeploymentPatch(const AppContext& ctx) {
   return patch;
 }
 
-bool HasLabels(const YAML::Node& labels, const AppInput& app) {
+bool HasLabels(const yaml::Node& labels, const AppInput& app) {
   return ScalarAt(labels, kNameLabel) == app.name && ScalarAt(labels, kPartOfLabel) == app.group &&
          ScalarAt(labels, kManagedByLabel) == kManagedBy;
 }
 
-bool HasMetadata(const YAML::Node& doc, const AppContext& ctx) {
-  const YAML::Node metadata = FindPath(doc, {"metadata"});
+bool HasMetadata(const yaml::Node& doc, const AppContext& ctx) {
+  const yaml::Node metadata = FindPath(doc, {"metadata"});
   return ScalarAt(metadata, "namespace") == ctx.ns &&
          HasLabels(FindPath(metadata, {"labels"}), *ctx.app);
 }
@@ -1252,7 +1132,7 @@ template <typename Select, typename Verify>
 absl::StatusOr<std::string> EditManifest(const Manifest& manifest, const AppContext& ctx,
                                          const Patch& patch, Select select, Verify verify) {
   Editor editor(manifest.text, ctx.match_repos, ctx.app->image);
-  for (const YAML::Node& doc : manifest.docs) {
+  for (const yaml::Node& doc : manifest.docs) {
     if (select(doc)) RENDER_RETURN_IF_ERROR(editor.ApplyDocument(doc, patch));
   }
   absl::StatusOr<std::string> text = editor.Result();
@@ -1262,10 +1142,10 @@ absl::StatusOr<std::string> EditManifest(const Manifest& manifest, const AppCont
     return absl::InternalError(
         absl::StrCat("in-place edit produced invalid YAML: ", again.status().message()));
   }
-  for (const YAML::Node& doc : again->docs) {
+  for (const yaml::Node& doc : again->docs) {
     if (select(doc) && !verify(doc)) {
       return absl::InternalError(absl::StrCat("in-place edit of the ", ScalarAt(doc, "kind"),
-                                              " at ", Where(doc.Mark()), " did not take effect"));
+                                              " at ", Where(doc.mark()), " did not take effect"));
     }
   }
   return absl::StrCat(manifest.bom, *text);
@@ -1311,11 +1191,11 @@ struct ServicePort {
   std::string protocol;
 };
 
-absl::StatusOr<int> PortNumber(const YAML::Node& node, absl::string_view what) {
+absl::StatusOr<int> PortNumber(const yaml::Node& node, absl::string_view what) {
   int port = 0;
   if (!node.IsScalar() || !absl::SimpleAtoi(node.Scalar(), &port) || port < 1 || port > 65535) {
     return absl::InvalidArgumentError(
-        absl::StrCat(what, " at ", Where(node.Mark()), " is not a port number"));
+        absl::StrCat(what, " at ", Where(node.mark()), " is not a port number"));
   }
   return port;
 }
@@ -1325,15 +1205,15 @@ bool IsPortName(absl::string_view name) {
   return std::any_of(name.begin(), name.end(), [](char c) { return absl::ascii_isalpha(c); });
 }
 
-absl::StatusOr<std::vector<ServicePort>> ServicePorts(const YAML::Node& deployment,
+absl::StatusOr<std::vector<ServicePort>> ServicePorts(const yaml::Node& deployment,
                                                       const AppContext& ctx) {
   std::vector<ServicePort> ports;
   std::set<std::pair<int, std::string>> seen;
   std::set<std::string> names;
   std::optional<int> first_matching;
-  for (const YAML::Node& container : PodContainers(deployment, false)) {
+  for (const yaml::Node& container : PodContainers(deployment, false)) {
     const bool matching = ctx.match_repos.contains(RepoPath(ScalarAt(container, "image")));
-    for (const YAML::Node& p : Items(FindPath(container, {"ports"}))) {
+    for (const yaml::Node& p : Items(FindPath(container, {"ports"}))) {
       std::optional<Entry> cp = Find(p, "containerPort");
       if (!cp) continue;
       absl::StatusOr<int> number = PortNumber(cp->value, "containerPort");
@@ -1495,9 +1375,9 @@ absl::StatusOr<Manifest> ParseAppManifest(const AppInput& app, absl::string_view
   return manifest;
 }
 
-std::vector<YAML::Node> DocsOfKind(const Manifest& manifest, absl::string_view kind) {
-  std::vector<YAML::Node> docs;
-  for (const YAML::Node& doc : manifest.docs) {
+std::vector<yaml::Node> DocsOfKind(const Manifest& manifest, absl::string_view kind) {
+  std::vector<yaml::Node> docs;
+  for (const yaml::Node& doc : manifest.docs) {
     if (ScalarAt(doc, "kind") == kind) docs.push_back(doc);
   }
   return docs;
@@ -1505,7 +1385,7 @@ std::vector<YAML::Node> DocsOfKind(const Manifest& manifest, absl::string_view k
 
 std::string KindsOf(const Manifest& manifest) {
   std::vector<std::string> kinds;
-  for (const YAML::Node& doc : manifest.docs) {
+  for (const yaml::Node& doc : manifest.docs) {
     const std::string kind = ScalarAt(doc, "kind");
     kinds.push_back(kind.empty() ? "<no kind>" : kind);
   }
@@ -1524,8 +1404,8 @@ absl::StatusOr<std::string> EditCompanion(const AppContext& ctx, absl::string_vi
         app, absl::InvalidArgumentError(absl::StrCat(
                  what, " has no kind: ", kind, " document (found: ", KindsOf(*manifest), ")")));
   }
-  auto select = [kind](const YAML::Node& doc) { return ScalarAt(doc, "kind") == kind; };
-  auto verify = [&ctx](const YAML::Node& doc) { return HasMetadata(doc, ctx); };
+  auto select = [kind](const yaml::Node& doc) { return ScalarAt(doc, "kind") == kind; };
+  auto verify = [&ctx](const yaml::Node& doc) { return HasMetadata(doc, ctx); };
   absl::StatusOr<std::string> edited =
       EditManifest(*manifest, ctx, MetadataPatch(ctx), select, verify);
   if (!edited.ok()) return AppError(app, what, edited.status());
@@ -1578,23 +1458,23 @@ absl::Status RenderApp(const AppInput& app, const TargetInput& target, absl::str
   }
   absl::StatusOr<Manifest> manifest = ParseAppManifest(app, "deployment_yaml", app.deployment_yaml);
   if (!manifest.ok()) return manifest.status();
-  const std::vector<YAML::Node> deployments = DocsOfKind(*manifest, "Deployment");
+  const std::vector<yaml::Node> deployments = DocsOfKind(*manifest, "Deployment");
   if (deployments.size() != 1) {
     return AppError(app, absl::InvalidArgumentError(absl::StrCat(
                              "deployment_yaml must hold exactly one kind: Deployment document "
                              "(found: ",
                              KindsOf(*manifest), ")")));
   }
-  const YAML::Node& deployment = deployments.front();
+  const yaml::Node& deployment = deployments.front();
   std::vector<std::string> images;
   int matching = 0;
-  for (const YAML::Node& container : PodContainers(deployment, true)) {
+  for (const yaml::Node& container : PodContainers(deployment, true)) {
     const std::string image = ScalarAt(container, "image");
     if (!image.empty() && std::find(images.begin(), images.end(), image) == images.end()) {
       images.push_back(image);
     }
     if (!image.empty() && ctx.match_repos.contains(RepoPath(image))) ++matching;
-    for (const YAML::Node& env : Items(FindPath(container, {"env"}))) {
+    for (const yaml::Node& env : Items(FindPath(container, {"env"}))) {
       std::optional<Entry> value = Find(env, "value");
       if (!value || !value->value.IsScalar() || value->value.Scalar().empty()) continue;
       absl::Status cred = CheckConfigEntry("env", ScalarAt(env, "name"), value->value.Scalar());
@@ -1613,7 +1493,7 @@ absl::Status RenderApp(const AppInput& app, const TargetInput& target, absl::str
                         images.empty() ? std::string("none") : absl::StrJoin(images, ", "))));
   }
 
-  const YAML::Node selector = FindPath(deployment, {"spec", "selector", "matchLabels"});
+  const yaml::Node selector = FindPath(deployment, {"spec", "selector", "matchLabels"});
   for (const Patch& label : LabelPatches(app)) {
     std::optional<Entry> pinned = Find(selector, label.key);
     if (!pinned) continue;
@@ -1627,21 +1507,21 @@ absl::Status RenderApp(const AppInput& app, const TargetInput& target, absl::str
                         "the selector")));
   }
 
-  auto is_deployment = [](const YAML::Node& doc) { return ScalarAt(doc, "kind") == "Deployment"; };
-  auto verify = [&ctx](const YAML::Node& doc) {
+  auto is_deployment = [](const yaml::Node& doc) { return ScalarAt(doc, "kind") == "Deployment"; };
+  auto verify = [&ctx](const yaml::Node& doc) {
     if (!HasMetadata(doc, ctx)) return false;
     if (!HasLabels(FindPath(doc, {"spec", "template", "metadata", "labels"}), *ctx.app)) {
       return false;
     }
     if (!ctx.secret.empty()) {
       bool found = false;
-      for (const YAML::Node& s :
+      for (const yaml::Node& s :
            Items(FindPath(doc, {"spec", "template", "spec", "imagePullSecrets"}))) {
         found = found || ScalarAt(s, "name") == ctx.secret;
       }
       if (!found) return false;
     }
-    for (const YAML::Node& c : PodContainers(doc, true)) {
+    for (const yaml::Node& c : PodContainers(doc, true)) {
       const std::string image = ScalarAt(c, "image");
       if (ctx.match_repos.contains(RepoPath(image)) && image != ctx.app->image) return false;
     }
@@ -1679,13 +1559,14 @@ absl::Status RenderApp(const AppInput& app, const TargetInput& target, absl::str
     absl::StatusOr<std::string> configmap =
         EditCompanion(ctx, "configmap_yaml", app.configmap_yaml, "ConfigMap", &parsed);
     if (!configmap.ok()) return configmap.status();
-    for (const YAML::Node& doc : DocsOfKind(parsed, "ConfigMap")) {
+    for (const yaml::Node& doc : DocsOfKind(parsed, "ConfigMap")) {
       for (absl::string_view section : {"data", "binaryData"}) {
-        const YAML::Node data = FindPath(doc, {section});
+        const yaml::Node data = FindPath(doc, {section});
         if (!data.IsMap()) continue;
-        for (YAML::const_iterator it = data.begin(); it != data.end(); ++it) {
-          const std::string value = it->second.IsScalar() ? it->second.Scalar() : "";
-          absl::Status cred = CheckConfigEntry("ConfigMap key", it->first.Scalar(), value);
+        for (std::size_t i = 0; i < data.size(); ++i) {
+          const yaml::Node value = data.Value(i);
+          absl::Status cred = CheckConfigEntry("ConfigMap key", data.Key(i).Scalar(),
+                                               value.IsScalar() ? value.Scalar() : "");
           if (!cred.ok()) return AppError(app, "configmap_yaml", cred);
         }
       }

@@ -603,6 +603,47 @@ spec:
             imagePullSecrets:
             - name: regcred
 )yaml"},
+        // Multi-byte UTF-8 before every edit: positions are bytes, not characters.
+        EditCase{"NonAsciiTextBeforeTheEdits",
+                 R"yaml(# Größe: l'équipe « exécutive » ✓
+kind: Deployment
+apiVersion: apps/v1
+metadata:
+  name: web
+  annotations: {description: "Équipe ✓ — 東京"}
+spec:
+  template:
+    metadata:
+      labels: {café: "naïve"}
+    spec:
+      containers:
+        - name: web # コメント
+          env: [{name: GREETING, value: "grüß dich"}]
+          image: elf-automations/executive-team:latest
+)yaml",
+                 R"yaml(# Größe: l'équipe « exécutive » ✓
+kind: Deployment
+apiVersion: apps/v1
+metadata:
+  name: web
+  namespace: elf-automations
+  labels:
+    app.kubernetes.io/name: executive-team
+    app.kubernetes.io/part-of: teams
+    app.kubernetes.io/managed-by: elfdeploy
+  annotations: {description: "Équipe ✓ — 東京"}
+spec:
+  template:
+    metadata:
+      labels: {café: "naïve", app.kubernetes.io/name: executive-team, app.kubernetes.io/part-of: teams, app.kubernetes.io/managed-by: elfdeploy}
+    spec:
+      containers:
+        - name: web # コメント
+          env: [{name: GREETING, value: "grüß dich"}]
+          image: $IMAGE
+      imagePullSecrets:
+        - name: regcred
+)yaml"},
         EditCase{"MissingTemplateMetadataAndNestedInsertionsAtOnePoint",
                  R"yaml(kind: Deployment
 apiVersion: apps/v1
@@ -1195,6 +1236,10 @@ data:
        {"exactly one kind: Deployment", "found: Deployment, Deployment"}},
       {"NotAMapping", {App("- a\n- b\n")}, Target(), {"is not a mapping"}},
       {"DeepNesting", {App(std::string(100000, '['))}, Target(), {"invalid YAML"}},
+      {"DeepButClosedNesting",
+       {App(absl::StrCat("a: ", std::string(300, '['), std::string(300, ']'), "\n"))},
+       Target(),
+       {"invalid YAML", "line 1", "nested deeper than 256 levels"}},
       {"NulBytes", {App(std::string("kind: Deployment\0", 17))}, Target(), {"NUL"}},
       {"TooLarge",
        {App(std::string(std::size_t{1} << 21, '#'))},
