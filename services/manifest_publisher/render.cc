@@ -26,7 +26,6 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "services/manifest_publisher/yaml_tree.h"
-#include "yaml-cpp/yaml.h"
 
 namespace elfdeploy::publisher {
 namespace {
@@ -1151,37 +1150,79 @@ absl::StatusOr<std::string> EditManifest(const Manifest& manifest, const AppCont
   return absl::StrCat(manifest.bom, *text);
 }
 
-void EmitString(YAML::Emitter& out, absl::string_view value) {
-  if (NeedsQuotes(value, false)) out << YAML::DoubleQuoted;
-  out << Str(value);
-}
-
-void EmitLabels(YAML::Emitter& out, const AppInput& app) {
-  out << YAML::BeginMap;
-  out << YAML::Key << kNameLabel << YAML::Value;
-  EmitString(out, app.name);
-  out << YAML::Key << kPartOfLabel << YAML::Value;
-  EmitString(out, app.group);
-  out << YAML::Key << kManagedByLabel << YAML::Value << kManagedBy;
-  out << YAML::EndMap;
-}
-
-void EmitMetadata(YAML::Emitter& out, absl::string_view name, const AppContext& ctx) {
-  out << YAML::Key << "metadata" << YAML::Value << YAML::BeginMap;
-  out << YAML::Key << "name" << YAML::Value;
-  EmitString(out, name);
-  out << YAML::Key << "namespace" << YAML::Value;
-  EmitString(out, ctx.ns);
-  out << YAML::Key << "labels" << YAML::Value;
-  EmitLabels(out, *ctx.app);
-  out << YAML::EndMap;
-}
-
-absl::StatusOr<std::string> Finish(const YAML::Emitter& out, absl::string_view what) {
-  if (!out.good()) {
-    return absl::InternalError(absl::StrCat("emitting ", what, ": ", out.GetLastError()));
+// Block-style YAML for the files elfdeploy generates: two-space indentation, keys in the order
+// written, sequences indented under their key, strings plain unless plain style would change
+// them (then double-quoted).
+class BlockWriter {
+ public:
+  BlockWriter& Field(absl::string_view key, absl::string_view value) {
+    return Line(absl::StrCat(Plain(key), ": ", Plain(value)));
   }
-  return absl::StrCat(out.c_str(), "\n");
+  BlockWriter& Field(absl::string_view key, const char* value) {
+    return Field(key, absl::string_view(value));
+  }
+  BlockWriter& Field(absl::string_view key, int value) {
+    return Line(absl::StrCat(Plain(key), ": ", value));
+  }
+  BlockWriter& Field(absl::string_view key, bool value) {
+    return Line(absl::StrCat(Plain(key), ": ", value ? "true" : "false"));
+  }
+  // Opens a mapping or a sequence under `key`; End() closes it.
+  BlockWriter& Map(absl::string_view key) { return Open(key); }
+  BlockWriter& List(absl::string_view key) { return Open(key); }
+  // A scalar item of the open sequence.
+  BlockWriter& Item(absl::string_view value) { return Line(absl::StrCat("- ", Plain(value))); }
+  // A mapping item of the open sequence; End() closes it.
+  BlockWriter& ItemMap() {
+    stack_.push_back(indent_);
+    indent_ += 2;
+    dash_ = true;
+    return *this;
+  }
+  BlockWriter& End() {
+    indent_ = stack_.back();
+    stack_.pop_back();
+    return *this;
+  }
+  std::string Take() { return std::move(out_); }
+
+ private:
+  static std::string Plain(absl::string_view s) {
+    return FormatScalar(s, QuoteStyle::kPlain, false);
+  }
+
+  BlockWriter& Open(absl::string_view key) {
+    Line(absl::StrCat(Plain(key), ":"));
+    stack_.push_back(indent_);
+    indent_ += 2;
+    return *this;
+  }
+  BlockWriter& Line(absl::string_view text) {
+    if (dash_) {
+      out_.append(static_cast<std::size_t>(indent_ - 2), ' ');
+      out_ += "- ";
+      dash_ = false;
+    } else {
+      out_.append(static_cast<std::size_t>(indent_), ' ');
+    }
+    absl::StrAppend(&out_, text, "\n");
+    return *this;
+  }
+
+  std::string out_;
+  int indent_ = 0;
+  bool dash_ = false;  // the next line starts a mapping item
+  std::vector<int> stack_;
+};
+
+void WriteMetadata(BlockWriter& out, absl::string_view name, const AppContext& ctx) {
+  out.Map("metadata").Field("name", name).Field("namespace", ctx.ns);
+  out.Map("labels")
+      .Field(kNameLabel, ctx.app->name)
+      .Field(kPartOfLabel, ctx.app->group)
+      .Field(kManagedByLabel, kManagedBy)
+      .End();
+  out.End();
 }
 
 struct ServicePort {
@@ -1238,36 +1279,23 @@ absl::StatusOr<std::vector<ServicePort>> ServicePorts(const yaml::Node& deployme
   return ports;
 }
 
-absl::StatusOr<std::string> GenerateService(const AppContext& ctx,
-                                            const std::vector<ServicePort>& ports) {
-  YAML::Emitter out;
-  out.SetIndent(2);
-  out << YAML::BeginMap;
-  out << YAML::Key << "apiVersion" << YAML::Value << "v1";
-  out << YAML::Key << "kind" << YAML::Value << "Service";
-  EmitMetadata(out, ctx.app->name, ctx);
-  out << YAML::Key << "spec" << YAML::Value << YAML::BeginMap;
-  out << YAML::Key << "selector" << YAML::Value << YAML::BeginMap;
-  out << YAML::Key << kNameLabel << YAML::Value;
-  EmitString(out, ctx.app->name);
-  out << YAML::Key << kPartOfLabel << YAML::Value;
-  EmitString(out, ctx.app->group);
-  out << YAML::EndMap;
-  out << YAML::Key << "ports" << YAML::Value << YAML::BeginSeq;
+std::string GenerateService(const AppContext& ctx, const std::vector<ServicePort>& ports) {
+  BlockWriter out;
+  out.Field("apiVersion", "v1").Field("kind", "Service");
+  WriteMetadata(out, ctx.app->name, ctx);
+  out.Map("spec");
+  out.Map("selector").Field(kNameLabel, ctx.app->name).Field(kPartOfLabel, ctx.app->group).End();
+  out.List("ports");
   for (const ServicePort& p : ports) {
-    out << YAML::BeginMap;
-    out << YAML::Key << "name" << YAML::Value;
-    EmitString(out, p.name);
-    out << YAML::Key << "port" << YAML::Value << p.port;
-    out << YAML::Key << "targetPort" << YAML::Value << p.target_port;
-    out << YAML::Key << "protocol" << YAML::Value;
-    EmitString(out, p.protocol);
-    out << YAML::EndMap;
+    out.ItemMap()
+        .Field("name", p.name)
+        .Field("port", p.port)
+        .Field("targetPort", p.target_port)
+        .Field("protocol", p.protocol)
+        .End();
   }
-  out << YAML::EndSeq;
-  out << YAML::EndMap;
-  out << YAML::EndMap;
-  return Finish(out, "the Service");
+  out.End().End();
+  return out.Take();
 }
 
 bool IsConfigMapKey(absl::string_view key) {
@@ -1277,79 +1305,47 @@ bool IsConfigMapKey(absl::string_view key) {
   });
 }
 
-absl::StatusOr<std::string> GenerateConfigMap(const AppContext& ctx) {
-  YAML::Emitter out;
-  out.SetIndent(2);
-  out << YAML::BeginMap;
-  out << YAML::Key << "apiVersion" << YAML::Value << "v1";
-  out << YAML::Key << "kind" << YAML::Value << "ConfigMap";
-  EmitMetadata(out, absl::StrCat(ctx.app->name, "-config"), ctx);
-  out << YAML::Key << "data" << YAML::Value << YAML::BeginMap;
-  for (const auto& [key, value] : ctx.app->config) {
-    out << YAML::Key;
-    EmitString(out, key);
-    out << YAML::Value;
-    EmitString(out, value);
-  }
-  out << YAML::EndMap;
-  out << YAML::EndMap;
-  return Finish(out, "the ConfigMap");
+std::string GenerateConfigMap(const AppContext& ctx) {
+  BlockWriter out;
+  out.Field("apiVersion", "v1").Field("kind", "ConfigMap");
+  WriteMetadata(out, absl::StrCat(ctx.app->name, "-config"), ctx);
+  out.Map("data");
+  for (const auto& [key, value] : ctx.app->config) out.Field(key, value);
+  out.End();
+  return out.Take();
 }
 
-absl::StatusOr<std::string> GenerateKustomization(const std::vector<std::string>& resources) {
-  YAML::Emitter out;
-  out.SetIndent(2);
-  out << YAML::BeginMap;
-  out << YAML::Key << "apiVersion" << YAML::Value << kKustomizeApiVersion;
-  out << YAML::Key << "kind" << YAML::Value << "Kustomization";
-  out << YAML::Key << "resources" << YAML::Value << YAML::BeginSeq;
-  for (const std::string& r : resources) EmitString(out, r);
-  out << YAML::EndSeq;
-  out << YAML::EndMap;
-  return Finish(out, "the kustomization");
+std::string GenerateKustomization(const std::vector<std::string>& resources) {
+  BlockWriter out;
+  out.Field("apiVersion", kKustomizeApiVersion).Field("kind", "Kustomization").List("resources");
+  for (const std::string& r : resources) out.Item(r);
+  out.End();
+  return out.Take();
 }
 
-absl::StatusOr<std::string> GenerateApplication(const TargetInput& target, absl::string_view group,
-                                                absl::string_view path) {
-  YAML::Emitter out;
-  out.SetIndent(2);
-  out << YAML::BeginMap;
-  out << YAML::Key << "apiVersion" << YAML::Value << "argoproj.io/v1alpha1";
-  out << YAML::Key << "kind" << YAML::Value << "Application";
-  out << YAML::Key << "metadata" << YAML::Value << YAML::BeginMap;
-  out << YAML::Key << "name" << YAML::Value;
-  EmitString(out, absl::StrCat("elf-", group));
-  out << YAML::Key << "namespace" << YAML::Value;
-  EmitString(out, target.argocd_namespace);
-  out << YAML::EndMap;
-  out << YAML::Key << "spec" << YAML::Value << YAML::BeginMap;
-  out << YAML::Key << "project" << YAML::Value;
-  EmitString(out, target.project);
-  out << YAML::Key << "source" << YAML::Value << YAML::BeginMap;
-  out << YAML::Key << "repoURL" << YAML::Value;
-  EmitString(out, target.repo_url);
-  out << YAML::Key << "targetRevision" << YAML::Value;
-  EmitString(out, target.target_revision);
-  out << YAML::Key << "path" << YAML::Value;
-  EmitString(out, path);
-  out << YAML::EndMap;
-  out << YAML::Key << "destination" << YAML::Value << YAML::BeginMap;
-  out << YAML::Key << "server" << YAML::Value;
-  EmitString(out, target.destination_server);
-  out << YAML::Key << "namespace" << YAML::Value;
-  EmitString(out, target.namespace_);
-  out << YAML::EndMap;
-  out << YAML::Key << "syncPolicy" << YAML::Value << YAML::BeginMap;
-  out << YAML::Key << "automated" << YAML::Value << YAML::BeginMap;
-  out << YAML::Key << "prune" << YAML::Value << true;
-  out << YAML::Key << "selfHeal" << YAML::Value << true;
-  out << YAML::EndMap;
-  out << YAML::Key << "syncOptions" << YAML::Value << YAML::BeginSeq << "CreateNamespace=true"
-      << YAML::EndSeq;
-  out << YAML::EndMap;
-  out << YAML::EndMap;
-  out << YAML::EndMap;
-  return Finish(out, "the Application");
+std::string GenerateApplication(const TargetInput& target, absl::string_view group,
+                                absl::string_view path) {
+  BlockWriter out;
+  out.Field("apiVersion", "argoproj.io/v1alpha1").Field("kind", "Application");
+  out.Map("metadata")
+      .Field("name", absl::StrCat("elf-", group))
+      .Field("namespace", target.argocd_namespace)
+      .End();
+  out.Map("spec").Field("project", target.project);
+  out.Map("source")
+      .Field("repoURL", target.repo_url)
+      .Field("targetRevision", target.target_revision)
+      .Field("path", path)
+      .End();
+  out.Map("destination")
+      .Field("server", target.destination_server)
+      .Field("namespace", target.namespace_)
+      .End();
+  out.Map("syncPolicy");
+  out.Map("automated").Field("prune", true).Field("selfHeal", true).End();
+  out.List("syncOptions").Item("CreateNamespace=true").End();
+  out.End().End();
+  return out.Take();
 }
 
 std::string JoinPath(absl::string_view prefix, absl::string_view rest) {
@@ -1547,9 +1543,8 @@ absl::Status RenderApp(const AppInput& app, const TargetInput& target, absl::str
     absl::StatusOr<std::vector<ServicePort>> ports = ServicePorts(deployment, ctx);
     if (!ports.ok()) return AppError(app, "deployment_yaml", ports.status());
     if (!ports->empty()) {
-      absl::StatusOr<std::string> service = GenerateService(ctx, *ports);
-      if (!service.ok()) return AppError(app, service.status());
-      files.push_back(RenderedFile{absl::StrCat(dir, "/service.yaml"), *std::move(service)});
+      files.push_back(
+          RenderedFile{absl::StrCat(dir, "/service.yaml"), GenerateService(ctx, *ports)});
       resources.push_back("service.yaml");
     }
   }
@@ -1574,17 +1569,13 @@ absl::Status RenderApp(const AppInput& app, const TargetInput& target, absl::str
     files.push_back(RenderedFile{absl::StrCat(dir, "/configmap.yaml"), *std::move(configmap)});
     resources.push_back("configmap.yaml");
   } else if (!app.config.empty()) {
-    absl::StatusOr<std::string> configmap = GenerateConfigMap(ctx);
-    if (!configmap.ok()) return AppError(app, configmap.status());
-    files.push_back(RenderedFile{absl::StrCat(dir, "/configmap.yaml"), *std::move(configmap)});
+    files.push_back(RenderedFile{absl::StrCat(dir, "/configmap.yaml"), GenerateConfigMap(ctx)});
     resources.push_back("configmap.yaml");
   }
 
   std::sort(resources.begin(), resources.end());
-  absl::StatusOr<std::string> kustomization = GenerateKustomization(resources);
-  if (!kustomization.ok()) return AppError(app, kustomization.status());
   files.push_back(
-      RenderedFile{absl::StrCat(dir, "/kustomization.yaml"), *std::move(kustomization)});
+      RenderedFile{absl::StrCat(dir, "/kustomization.yaml"), GenerateKustomization(resources)});
   return absl::OkStatus();
 }
 
@@ -1670,9 +1661,6 @@ absl::StatusOr<RenderResult> RenderTreeUnsafe(
     for (size_t i; (i = next.fetch_add(1)) < apps.size();) {
       try {
         statuses[i] = RenderApp(apps[i], target, *prefix, per_app[i]);
-      } catch (const YAML::Exception& e) {
-        statuses[i] =
-            AppError(apps[i], absl::InvalidArgumentError(absl::StrCat("invalid YAML: ", e.what())));
       } catch (const std::exception& e) {
         statuses[i] = absl::InternalError(absl::StrCat("rendering failed: ", e.what()));
       }
@@ -1697,16 +1685,12 @@ absl::StatusOr<RenderResult> RenderTreeUnsafe(
       }
     }
     const std::string manifests = JoinPath(*prefix, absl::StrCat("manifests/", group));
-    absl::StatusOr<std::string> kustomization =
-        GenerateKustomization(std::vector<std::string>(all.begin(), all.end()));
-    if (!kustomization.ok()) return kustomization.status();
     result.files.push_back(
-        RenderedFile{absl::StrCat(manifests, "/kustomization.yaml"), *std::move(kustomization)});
+        RenderedFile{absl::StrCat(manifests, "/kustomization.yaml"),
+                     GenerateKustomization(std::vector<std::string>(all.begin(), all.end()))});
     const std::string app_path =
         JoinPath(*prefix, absl::StrCat("applications/", group, "-app.yaml"));
-    absl::StatusOr<std::string> application = GenerateApplication(target, group, manifests);
-    if (!application.ok()) return application.status();
-    result.files.push_back(RenderedFile{app_path, *std::move(application)});
+    result.files.push_back(RenderedFile{app_path, GenerateApplication(target, group, manifests)});
     result.applications.emplace_back(app_path, group);
   }
   std::sort(result.files.begin(), result.files.end(),
@@ -1723,8 +1707,6 @@ absl::StatusOr<RenderResult> RenderTree(
     const std::map<std::string, std::set<std::string>>& existing_apps) {
   try {
     return RenderTreeUnsafe(apps, target, existing_apps);
-  } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat("invalid YAML: ", e.what()));
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("rendering failed: ", e.what()));
   }
