@@ -489,12 +489,40 @@ std::string SerializeTree(const std::map<std::string, TreeItem>& items) {
   return out;
 }
 
+// Appends the path of every file under `tree` (at `prefix`) to `paths`.
+absl::Status ListFiles(git_repository* repo, const git_oid& tree, const std::string& prefix,
+                       std::vector<std::string>* paths, const Redactor& redact) {
+  git_tree* raw_tree = nullptr;
+  if (git_tree_lookup(&raw_tree, repo, &tree) < 0) {
+    return LocalGitError(absl::StrCat("reading ", prefix), redact);
+  }
+  TreePtr subtree(raw_tree);
+  for (size_t i = 0, n = git_tree_entrycount(subtree.get()); i < n; ++i) {
+    const git_tree_entry* entry = git_tree_entry_byindex(subtree.get(), i);
+    std::string path = absl::StrCat(prefix, "/", git_tree_entry_name(entry));
+    if (git_tree_entry_filemode(entry) == GIT_FILEMODE_TREE) {
+      if (absl::Status s = ListFiles(repo, *git_tree_entry_id(entry), path, paths, redact);
+          !s.ok()) {
+        return s;
+      }
+    } else {
+      paths->push_back(std::move(path));
+    }
+  }
+  return absl::OkStatus();
+}
+
 // Writes the tree `base` with `node` applied into `staged`; nullopt when it ends up empty (unless
 // keep_empty). Unchanged content is hashed but never written, so unchanged subtrees keep their ids.
+// The path of every file added, changed or removed goes to `changed` (unsorted).
 absl::StatusOr<std::optional<git_oid>> WriteTree(git_repository* repo, git_odb_backend* staged,
                                                  const git_tree* base, const ChangeNode& node,
                                                  const std::string& prefix, bool keep_empty,
+                                                 std::vector<std::string>* changed,
                                                  const Redactor& redact) {
+  auto path_of = [&prefix](const std::string& name) {
+    return prefix.empty() ? name : absl::StrCat(prefix, "/", name);
+  };
   std::map<std::string, TreeItem> items;
   if (base != nullptr) {
     for (size_t i = 0, n = git_tree_entrycount(base); i < n; ++i) {
@@ -508,6 +536,14 @@ absl::StatusOr<std::optional<git_oid>> WriteTree(git_repository* repo, git_odb_b
     auto existing = items.find(name);
     if (!change->content.has_value()) {
       if (existing == items.end()) continue;
+      if (existing->second.mode == GIT_FILEMODE_TREE) {
+        if (absl::Status s = ListFiles(repo, existing->second.oid, path_of(name), changed, redact);
+            !s.ok()) {
+          return s;
+        }
+      } else {
+        changed->push_back(path_of(name));
+      }
       items.erase(existing);
       modified = true;
       continue;
@@ -530,10 +566,11 @@ absl::StatusOr<std::optional<git_oid>> WriteTree(git_repository* repo, git_odb_b
                               ? existing->second.mode  // executable or symlink stays so
                               : GIT_FILEMODE_BLOB;
     items.insert_or_assign(name, TreeItem{mode, blob});
+    changed->push_back(path_of(name));
     modified = true;
   }
   for (const auto& [name, child] : node.dirs) {
-    std::string path = prefix.empty() ? name : absl::StrCat(prefix, "/", name);
+    std::string path = path_of(name);
     auto existing = items.find(name);
     TreePtr subtree;
     if (existing != items.end()) {
@@ -548,7 +585,7 @@ absl::StatusOr<std::optional<git_oid>> WriteTree(git_repository* repo, git_odb_b
       subtree.reset(raw_tree);
     }
     absl::StatusOr<std::optional<git_oid>> written =
-        WriteTree(repo, staged, subtree.get(), child, path, false, redact);
+        WriteTree(repo, staged, subtree.get(), child, path, false, changed, redact);
     if (!written.ok()) return written.status();
     if (written->has_value()) {
       if (existing != items.end() && git_oid_equal(&**written, &existing->second.oid)) continue;
@@ -1101,12 +1138,6 @@ struct Prepared {
   absl::Time render_done;
 };
 
-int CollectPath(const git_diff_delta* delta, float /*progress*/, void* payload) {
-  static_cast<std::vector<std::string>*>(payload)->emplace_back(
-      delta->new_file.path != nullptr ? delta->new_file.path : delta->old_file.path);
-  return 0;
-}
-
 // Renders on `head` (present in the cache) and writes the new tree into the cache repository.
 absl::StatusOr<Prepared> RenderOn(git_repository* repo, git_odb_backend* staged,
                                   const std::optional<git_oid>& head, const RenderFn& render,
@@ -1137,7 +1168,7 @@ absl::StatusOr<Prepared> RenderOn(git_repository* repo, git_odb_backend* staged,
   absl::StatusOr<ChangeNode> index = IndexChanges(*changes);
   if (!index.ok()) return index.status();
   absl::StatusOr<std::optional<git_oid>> tree =
-      WriteTree(repo, staged, head_tree.get(), *index, "", true, redact);
+      WriteTree(repo, staged, head_tree.get(), *index, "", true, &prepared.changed_paths, redact);
   if (!tree.ok()) return tree.status();
   prepared.tree = **tree;
   git_tree* raw_new_tree = nullptr;
@@ -1148,7 +1179,8 @@ absl::StatusOr<Prepared> RenderOn(git_repository* repo, git_odb_backend* staged,
   prepared.unchanged = head_tree != nullptr
                            ? git_oid_equal(git_tree_id(head_tree.get()), &prepared.tree) != 0
                            : git_tree_entrycount(new_tree.get()) == 0;
-  if (prepared.unchanged) return prepared;
+  std::sort(prepared.changed_paths.begin(), prepared.changed_paths.end());
+  if (prepared.unchanged || !want_patch) return prepared;
   git_diff_options options;
   git_diff_options_init(&options, GIT_DIFF_OPTIONS_VERSION);
   git_diff* raw_diff = nullptr;
@@ -1156,19 +1188,12 @@ absl::StatusOr<Prepared> RenderOn(git_repository* repo, git_odb_backend* staged,
     return LocalGitError("diffing the trees", redact);
   }
   DiffPtr diff(raw_diff);
-  if (git_diff_foreach(diff.get(), &CollectPath, nullptr, nullptr, nullptr,
-                       &prepared.changed_paths) < 0) {
-    return LocalGitError("listing changed paths", redact);
+  git_buf patch = GIT_BUF_INIT;
+  if (git_diff_to_buf(&patch, diff.get(), GIT_DIFF_FORMAT_PATCH) < 0) {
+    return LocalGitError("formatting the diff", redact);
   }
-  std::sort(prepared.changed_paths.begin(), prepared.changed_paths.end());
-  if (want_patch) {
-    git_buf patch = GIT_BUF_INIT;
-    if (git_diff_to_buf(&patch, diff.get(), GIT_DIFF_FORMAT_PATCH) < 0) {
-      return LocalGitError("formatting the diff", redact);
-    }
-    prepared.patch.assign(patch.ptr, patch.size);
-    git_buf_dispose(&patch);
-  }
+  prepared.patch.assign(patch.ptr, patch.size);
+  git_buf_dispose(&patch);
   return prepared;
 }
 
