@@ -14,15 +14,18 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <map>
 #include <memory>
 #include <random>
 #include <set>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
+#include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -626,11 +629,17 @@ absl::StatusOr<std::string> ComposeMessage(const CommitSpec& spec) {
   return message;
 }
 
-// The per-process lock of one cache repository, plus an flock(2) against other processes.
+// The per-process lock of one cache repository, plus an flock(2) against other processes. It may
+// be released on another thread than the one that took it (a background keep).
 class CacheLock {
  public:
-  explicit CacheLock(const std::string& repo_path) : mu_(MutexFor(repo_path)) {
-    mu_.Lock();
+  explicit CacheLock(const std::string& repo_path) : slot_(SlotFor(repo_path)) {
+    {
+      absl::MutexLock lock(&slot_.mu);
+      slot_.mu.Await(absl::Condition(
+          +[](Slot* slot) { return !slot->held; }, &slot_));
+      slot_.held = true;
+    }
     fd_ = open(absl::StrCat(repo_path, ".lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (fd_ < 0) {
       error_ = absl::StrCat("cannot open the lock of ", repo_path, ": ", std::strerror(errno));
@@ -647,7 +656,8 @@ class CacheLock {
   CacheLock& operator=(const CacheLock&) = delete;
   ~CacheLock() {
     if (fd_ >= 0) close(fd_);
-    mu_.Unlock();
+    absl::MutexLock lock(&slot_.mu);
+    slot_.held = false;
   }
 
   absl::Status status() const {
@@ -655,16 +665,21 @@ class CacheLock {
   }
 
  private:
-  static absl::Mutex& MutexFor(const std::string& path) {
+  struct Slot {
+    absl::Mutex mu;
+    bool held ABSL_GUARDED_BY(mu) = false;
+  };
+
+  static Slot& SlotFor(const std::string& path) {
     static absl::Mutex* registry_mu = new absl::Mutex();
-    static auto* registry = new std::map<std::string, std::unique_ptr<absl::Mutex>>();
+    static auto* registry = new std::map<std::string, std::unique_ptr<Slot>>();
     absl::MutexLock lock(registry_mu);
-    std::unique_ptr<absl::Mutex>& mu = (*registry)[path];
-    if (mu == nullptr) mu = std::make_unique<absl::Mutex>();
-    return *mu;
+    std::unique_ptr<Slot>& slot = (*registry)[path];
+    if (slot == nullptr) slot = std::make_unique<Slot>();
+    return *slot;
   }
 
-  absl::Mutex& mu_;
+  Slot& slot_;
   int fd_ = -1;
   std::string error_;
 };
@@ -1234,12 +1249,58 @@ absl::Duration Jitter(absl::Duration backoff) {
 
 }  // namespace
 
-GitPublisher::GitPublisher(PublisherOptions options) : options_(std::move(options)) {
+// Runs the cache writes of landed publishes, in order, after Publish has answered.
+class GitPublisher::Keeper {
+ public:
+  Keeper() : thread_([this] { Run(); }) {}
+  ~Keeper() {
+    {
+      absl::MutexLock lock(&mu_);
+      stopping_ = true;
+    }
+    thread_.join();
+  }
+  Keeper(const Keeper&) = delete;
+  Keeper& operator=(const Keeper&) = delete;
+
+  void Post(absl::AnyInvocable<void() &&> task) {
+    absl::MutexLock lock(&mu_);
+    tasks_.push_back(std::move(task));
+  }
+
+ private:
+  // Until stopped, and then until every posted task has run.
+  void Run() {
+    for (;;) {
+      absl::AnyInvocable<void() &&> task;
+      {
+        absl::MutexLock lock(&mu_);
+        mu_.Await(absl::Condition(
+            +[](Keeper* keeper) { return keeper->stopping_ || !keeper->tasks_.empty(); }, this));
+        if (tasks_.empty()) return;
+        task = std::move(tasks_.front());
+        tasks_.pop_front();
+      }
+      std::move(task)();
+    }
+  }
+
+  absl::Mutex mu_;
+  std::deque<absl::AnyInvocable<void() &&>> tasks_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;  // last: it starts once the members above exist
+};
+
+GitPublisher::GitPublisher(PublisherOptions options)
+    : options_(std::move(options)), keeper_(std::make_unique<Keeper>()) {
   git_libgit2_init();
   UseNoDelaySockets();
 }
 
-GitPublisher::~GitPublisher() { git_libgit2_shutdown(); }
+GitPublisher::~GitPublisher() {
+  keeper_.reset();  // pending cache writes finish while libgit2 is still initialized
+  git_libgit2_shutdown();
+}
 
 absl::StatusOr<PublishOutcome> GitPublisher::Publish(const GitTarget& target,
                                                      const RenderFn& render,
@@ -1301,22 +1362,31 @@ absl::StatusOr<PublishOutcome> GitPublisher::Publish(const GitTarget& target,
     absl::StatusOr<PushRejection> pushed = destination->Push(*created, prepared->head);
     if (!pushed.ok()) return pushed.status();
     if (!pushed->has_value()) {
-      absl::Time keep_start = absl::Now();
-      absl::Status kept = SetTrackingRef(repo, target.branch, *created, redact);
-      if (kept.ok()) kept = KeepStagedObjects(*cache, *created, redact);
       log::Debug("git publish timings",
                  {{"url", redact.url()},
                   {"connect_ms", absl::ToDoubleMilliseconds(render_start - attempt_start)},
                   {"render_ms", absl::ToDoubleMilliseconds(prepared->render_done - render_start)},
                   {"tree_ms", absl::ToDoubleMilliseconds(push_start - prepared->render_done)},
-                  {"push_ms", absl::ToDoubleMilliseconds(keep_start - push_start)},
-                  {"keep_ms", absl::ToDoubleMilliseconds(absl::Now() - keep_start)}});
-      if (!kept.ok()) {
-        log::Warning("git publish landed but the cache could not keep it",
-                     {{"url", redact.url()}, {"branch", target.branch}, {"error", kept}});
-      }
+                  {"push_ms", absl::ToDoubleMilliseconds(absl::Now() - push_start)}});
       outcome.commit = OidHex(*created);
       outcome.changed_paths = std::move(prepared->changed_paths);
+      // Nothing else may use the repository once the cache moves to the keeper's thread.
+      destination.reset();
+      prepared->head_commit.reset();
+      keeper_->Post([cache = *std::move(cache), head = *created, branch = target.branch,
+                     redact]() mutable {
+        absl::Time start = absl::Now();
+        absl::Status kept = SetTrackingRef(cache.repo.get(), branch, head, redact);
+        if (kept.ok()) kept = KeepStagedObjects(cache, head, redact);
+        if (!kept.ok()) {
+          log::Warning("git publish landed but the cache could not keep it",
+                       {{"url", redact.url()}, {"branch", branch}, {"error", kept}});
+          return;
+        }
+        log::Debug(
+            "git publish kept in the cache",
+            {{"url", redact.url()}, {"keep_ms", absl::ToDoubleMilliseconds(absl::Now() - start)}});
+      });
       return outcome;
     }
     rejection = redact(**pushed);

@@ -2,6 +2,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -89,7 +90,9 @@ struct PublisherOptions {
 
 // Publishes rendered files to a git branch with libgit2. Thread-safe: publishes to different
 // targets run in parallel; those sharing a cache repository (same cache_dir, URL and branch)
-// serialize, across processes too.
+// serialize, across processes too. A landed commit's objects are written into the cache after
+// Publish has returned, on a background thread that holds the cache's lock meanwhile; the
+// destructor waits for it.
 class GitPublisher {
  public:
   explicit GitPublisher(PublisherOptions options);
@@ -119,7 +122,10 @@ class GitPublisher {
                                                            const RenderFn& render);
 
  private:
+  class Keeper;
+
   PublisherOptions options_;
+  std::unique_ptr<Keeper> keeper_;
 };
 
 }  // namespace elfdeploy::publisher
