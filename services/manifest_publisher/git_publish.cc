@@ -1309,6 +1309,7 @@ absl::StatusOr<PublishOutcome> GitPublisher::Publish(const GitTarget& target,
   absl::StatusOr<std::string> message = ComposeMessage(commit);
   if (!message.ok()) return message.status();
   Redactor redact(target);
+  absl::Time open_start = absl::Now();
   absl::StatusOr<Cache> cache = OpenCache(options_.cache_dir, target, redact);
   if (!cache.ok()) return cache.status();
   git_repository* repo = cache->repo.get();
@@ -1364,6 +1365,7 @@ absl::StatusOr<PublishOutcome> GitPublisher::Publish(const GitTarget& target,
     if (!pushed->has_value()) {
       log::Debug("git publish timings",
                  {{"url", redact.url()},
+                  {"open_ms", absl::ToDoubleMilliseconds(attempt_start - open_start)},
                   {"connect_ms", absl::ToDoubleMilliseconds(render_start - attempt_start)},
                   {"render_ms", absl::ToDoubleMilliseconds(prepared->render_done - render_start)},
                   {"tree_ms", absl::ToDoubleMilliseconds(push_start - prepared->render_done)},

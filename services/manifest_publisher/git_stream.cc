@@ -92,6 +92,11 @@ int Flush(SocketStream* self) {
 
 ssize_t Read(git_stream* stream, void* data, size_t len) {
   if (Flush(Self(stream)) < 0) return -1;
+  // Acknowledge at once: git's servers write without TCP_NODELAY, so a small write that follows
+  // another (receive-pack's report after its sideband header) waits for this side's ACK, which
+  // the kernel would otherwise delay.
+  int one = 1;
+  setsockopt(Self(stream)->socket, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
   ssize_t n;
   do {
     n = recv(Self(stream)->socket, data, len, 0);
