@@ -688,14 +688,79 @@ std::string TrackingRef(const std::string& branch) {
   return absl::StrCat("refs/remotes/origin/", branch);
 }
 
-// The cache repository of one target, locked; objects written while publishing are staged in
-// memory and reach the disk only once a push lands.
-struct Cache {
-  std::unique_ptr<CacheLock> lock;
+// A cache repository held open, with its in-memory staging backend.
+struct OpenRepository {
   RepositoryPtr repo;
-  // Owned by the repository's object database.
-  git_odb_backend* staged = nullptr;
-  std::string path;
+  git_odb_backend* staged = nullptr;  // owned by the repository's object database
+  bool in_use = false;
+  uint64_t last_use = 0;
+};
+
+}  // namespace
+
+// Cache repositories stay open between publishes, so libgit2's object cache still holds the trees
+// the last publish wrote when the next push walks its parent's tree (a third of a one-app
+// publish's own time went to reading them again). At most kMaxOpen stay open; the least recently
+// used idle one is closed first.
+class RepositoryPool {
+ public:
+  static constexpr size_t kMaxOpen = 8;
+
+  // `path`'s repository, opened (or created) unless already open. The caller holds the path's
+  // CacheLock and gives the repository back with Release.
+  absl::StatusOr<OpenRepository*> Acquire(const std::string& path, const Redactor& redact);
+
+  // Keeps the repository open for the next publish, or closes it when `reopen` (after an error
+  // or a repack the next publish reads the disk afresh).
+  void Release(const std::string& path, bool reopen) {
+    absl::MutexLock lock(&mu_);
+    auto it = open_.find(path);
+    if (it == open_.end()) return;
+    if (reopen) {
+      open_.erase(it);
+    } else {
+      it->second->in_use = false;
+    }
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::map<std::string, std::unique_ptr<OpenRepository>> open_ ABSL_GUARDED_BY(mu_);
+  uint64_t clock_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+namespace {
+
+// The cache repository of one target, locked and open; objects written while publishing are
+// staged in memory and reach the disk only once a push lands. The repository stays open for the
+// next publish only after KeepOpen.
+class Cache {
+ public:
+  Cache(std::unique_ptr<CacheLock> lock, RepositoryPool* pool, std::string path,
+        OpenRepository* open)
+      : lock_(std::move(lock)), pool_(pool), path_(std::move(path)), open_(open) {}
+  Cache(Cache&& other) noexcept
+      : lock_(std::move(other.lock_)),
+        pool_(std::exchange(other.pool_, nullptr)),
+        path_(std::move(other.path_)),
+        open_(other.open_),
+        reopen_(other.reopen_) {}
+  Cache& operator=(Cache&&) = delete;
+  ~Cache() {
+    if (pool_ != nullptr) pool_->Release(path_, reopen_);
+  }  // then lock_ goes
+
+  git_repository* repo() const { return open_->repo.get(); }
+  git_odb_backend* staged() const { return open_->staged; }
+  const std::string& path() const { return path_; }
+  void KeepOpen() { reopen_ = false; }
+
+ private:
+  std::unique_ptr<CacheLock> lock_;
+  RepositoryPool* pool_;
+  std::string path_;
+  OpenRepository* open_;
+  bool reopen_ = true;
 };
 
 // Packs from the cache carry whole objects. Delta search costs more CPU than it saves on the
@@ -721,8 +786,64 @@ absl::Status DisableDeltaSearch(git_repository* repo, const Redactor& redact) {
   return absl::OkStatus();
 }
 
+}  // namespace
+
+absl::StatusOr<OpenRepository*> RepositoryPool::Acquire(const std::string& path,
+                                                        const Redactor& redact) {
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = open_.find(path);
+    if (it != open_.end()) {
+      it->second->in_use = true;
+      it->second->last_use = ++clock_;
+      return it->second.get();
+    }
+  }
+  // Opened outside the pool's mutex: the caller's CacheLock keeps others off this path.
+  auto open = std::make_unique<OpenRepository>();
+  git_repository* raw_repo = nullptr;
+  std::error_code ec;
+  if (std::filesystem::exists(path, ec) && git_repository_open_bare(&raw_repo, path.c_str()) < 0) {
+    raw_repo = nullptr;
+    std::filesystem::remove_all(path, ec);
+  }
+  if (raw_repo == nullptr && git_repository_init(&raw_repo, path.c_str(), 1) < 0) {
+    return LocalGitError(absl::StrCat("creating cache repository ", path), redact);
+  }
+  open->repo.reset(raw_repo);
+  if (absl::Status s = DisableDeltaSearch(raw_repo, redact); !s.ok()) return s;
+  git_odb* odb = nullptr;
+  if (git_mempack_new(&open->staged) < 0) return LocalGitError("creating a mempack", redact);
+  if (git_repository_odb(&odb, raw_repo) < 0 || git_odb_add_backend(odb, open->staged, 999) < 0) {
+    open->staged->free(open->staged);
+    git_odb_free(odb);
+    return LocalGitError("staging objects in memory", redact);
+  }
+  git_odb_free(odb);
+
+  absl::MutexLock lock(&mu_);
+  open->in_use = true;
+  open->last_use = ++clock_;
+  OpenRepository* result = open.get();
+  open_[path] = std::move(open);
+  while (open_.size() > kMaxOpen) {
+    auto oldest = open_.end();
+    for (auto it = open_.begin(); it != open_.end(); ++it) {
+      if (!it->second->in_use &&
+          (oldest == open_.end() || it->second->last_use < oldest->second->last_use)) {
+        oldest = it;
+      }
+    }
+    if (oldest == open_.end()) break;  // all in use: they close when released past the limit
+    open_.erase(oldest);
+  }
+  return result;
+}
+
+namespace {
+
 absl::StatusOr<Cache> OpenCache(const std::string& cache_dir, const GitTarget& target,
-                                const Redactor& redact) {
+                                RepositoryPool& pool, const Redactor& redact) {
   std::error_code ec;
   std::filesystem::create_directories(cache_dir, ec);
   if (ec) {
@@ -734,30 +855,12 @@ absl::StatusOr<Cache> OpenCache(const std::string& cache_dir, const GitTarget& t
   if (git_odb_hash(&hash, key.data(), key.size(), GIT_OBJECT_BLOB) < 0) {
     return LocalGitError("hashing the cache key", redact);
   }
-  Cache cache;
-  cache.path = absl::StrCat(cache_dir, "/", OidHex(hash), ".git");
-  cache.lock = std::make_unique<CacheLock>(cache.path);
-  if (absl::Status locked = cache.lock->status(); !locked.ok()) return locked;
-  git_repository* raw_repo = nullptr;
-  if (std::filesystem::exists(cache.path, ec) &&
-      git_repository_open_bare(&raw_repo, cache.path.c_str()) < 0) {
-    raw_repo = nullptr;
-    std::filesystem::remove_all(cache.path, ec);
-  }
-  if (raw_repo == nullptr && git_repository_init(&raw_repo, cache.path.c_str(), 1) < 0) {
-    return LocalGitError(absl::StrCat("creating cache repository ", cache.path), redact);
-  }
-  cache.repo.reset(raw_repo);
-  if (absl::Status s = DisableDeltaSearch(raw_repo, redact); !s.ok()) return s;
-  git_odb* odb = nullptr;
-  if (git_mempack_new(&cache.staged) < 0) return LocalGitError("creating a mempack", redact);
-  if (git_repository_odb(&odb, raw_repo) < 0 || git_odb_add_backend(odb, cache.staged, 999) < 0) {
-    cache.staged->free(cache.staged);
-    git_odb_free(odb);
-    return LocalGitError("staging objects in memory", redact);
-  }
-  git_odb_free(odb);
-  return cache;
+  std::string path = absl::StrCat(cache_dir, "/", OidHex(hash), ".git");
+  auto lock = std::make_unique<CacheLock>(path);
+  if (absl::Status locked = lock->status(); !locked.ok()) return locked;
+  absl::StatusOr<OpenRepository*> open = pool.Acquire(path, redact);
+  if (!open.ok()) return open.status();
+  return Cache(std::move(lock), &pool, std::move(path), *open);
 }
 
 constexpr int kMaxCachePacks = 32;
@@ -773,18 +876,18 @@ std::vector<std::filesystem::path> PackFiles(const std::string& pack_dir) {
 }
 
 // Repacks everything reachable from `head` into one pack when fetches and publishes have left
-// more than kMaxCachePacks, and drops the rest.
-absl::Status CompactCache(Cache& cache, const git_oid& head, const Redactor& redact) {
-  std::string pack_dir = absl::StrCat(cache.path, "/objects/pack");
+// more than kMaxCachePacks, and drops the rest; true when it did.
+absl::StatusOr<bool> CompactCache(Cache& cache, const git_oid& head, const Redactor& redact) {
+  std::string pack_dir = absl::StrCat(cache.path(), "/objects/pack");
   std::vector<std::filesystem::path> packs = PackFiles(pack_dir);
-  if (static_cast<int>(packs.size()) <= kMaxCachePacks) return absl::OkStatus();
+  if (static_cast<int>(packs.size()) <= kMaxCachePacks) return false;
   git_packbuilder* raw_builder = nullptr;
   git_revwalk* raw_walk = nullptr;
-  if (git_packbuilder_new(&raw_builder, cache.repo.get()) < 0) {
+  if (git_packbuilder_new(&raw_builder, cache.repo()) < 0) {
     return LocalGitError("creating a pack builder", redact);
   }
   PackBuilderPtr builder(raw_builder);
-  if (git_revwalk_new(&raw_walk, cache.repo.get()) < 0) {
+  if (git_revwalk_new(&raw_walk, cache.repo()) < 0) {
     return LocalGitError("creating a revwalk", redact);
   }
   RevwalkPtr walk(raw_walk);
@@ -802,12 +905,12 @@ absl::Status CompactCache(Cache& cache, const git_oid& head, const Redactor& red
       std::filesystem::remove(file.replace_extension(extension), ec);
     }
   }
-  return absl::OkStatus();
+  return true;
 }
 
 // Writes the staged objects into the cache as one pack, so the next publish finds the commit
-// that just landed without fetching it.
-absl::Status KeepStagedObjects(Cache& cache, const git_oid& head, const Redactor& redact) {
+// that just landed without fetching it; true when the cache was repacked.
+absl::StatusOr<bool> KeepStagedObjects(Cache& cache, const git_oid& head, const Redactor& redact) {
   git_buf pack = GIT_BUF_INIT;
   git_odb* odb = nullptr;
   git_odb_writepack* writer = nullptr;
@@ -815,10 +918,10 @@ absl::Status KeepStagedObjects(Cache& cache, const git_oid& head, const Redactor
   git_packbuilder* builder = nullptr;
   git_revwalk* walk = nullptr;
   git_commit* commit = nullptr;
-  int rc = git_packbuilder_new(&builder, cache.repo.get());
-  if (rc == 0) rc = git_revwalk_new(&walk, cache.repo.get());
+  int rc = git_packbuilder_new(&builder, cache.repo());
+  if (rc == 0) rc = git_revwalk_new(&walk, cache.repo());
   if (rc == 0) rc = git_revwalk_push(walk, &head);
-  if (rc == 0) rc = git_commit_lookup(&commit, cache.repo.get(), &head);
+  if (rc == 0) rc = git_commit_lookup(&commit, cache.repo(), &head);
   if (rc == 0 && git_commit_parentcount(commit) > 0) {
     rc = git_revwalk_hide(walk, git_commit_parent_id(commit, 0));
   }
@@ -827,7 +930,7 @@ absl::Status KeepStagedObjects(Cache& cache, const git_oid& head, const Redactor
   git_commit_free(commit);
   git_revwalk_free(walk);
   git_packbuilder_free(builder);
-  if (rc == 0) rc = git_repository_odb(&odb, cache.repo.get());
+  if (rc == 0) rc = git_repository_odb(&odb, cache.repo());
   if (rc == 0) rc = git_odb_write_pack(&writer, odb, nullptr, nullptr);
   if (rc == 0) {
     git_indexer_progress stats = {};
@@ -838,7 +941,7 @@ absl::Status KeepStagedObjects(Cache& cache, const git_oid& head, const Redactor
   absl::Status status = rc == 0 ? absl::OkStatus() : LocalGitError("writing the cache", redact);
   git_odb_free(odb);
   git_buf_dispose(&pack);
-  git_mempack_reset(cache.staged);
+  git_mempack_reset(cache.staged());
   if (!status.ok()) return status;
   return CompactCache(cache, head, redact);
 }
@@ -1292,13 +1395,16 @@ class GitPublisher::Keeper {
 };
 
 GitPublisher::GitPublisher(PublisherOptions options)
-    : options_(std::move(options)), keeper_(std::make_unique<Keeper>()) {
+    : options_(std::move(options)),
+      pool_(std::make_unique<RepositoryPool>()),
+      keeper_(std::make_unique<Keeper>()) {
   git_libgit2_init();
   UseNoDelaySockets();
 }
 
 GitPublisher::~GitPublisher() {
   keeper_.reset();  // pending cache writes finish while libgit2 is still initialized
+  pool_.reset();
   git_libgit2_shutdown();
 }
 
@@ -1310,15 +1416,15 @@ absl::StatusOr<PublishOutcome> GitPublisher::Publish(const GitTarget& target,
   if (!message.ok()) return message.status();
   Redactor redact(target);
   absl::Time open_start = absl::Now();
-  absl::StatusOr<Cache> cache = OpenCache(options_.cache_dir, target, redact);
+  absl::StatusOr<Cache> cache = OpenCache(options_.cache_dir, target, *pool_, redact);
   if (!cache.ok()) return cache.status();
-  git_repository* repo = cache->repo.get();
+  git_repository* repo = cache->repo();
   int max_attempts = std::max(1, options_.max_attempts);
   absl::Duration backoff = options_.initial_backoff;
   std::string rejection;
   for (int attempt = 1; attempt <= max_attempts; ++attempt) {
     absl::Time attempt_start = absl::Now();
-    git_mempack_reset(cache->staged);
+    git_mempack_reset(cache->staged());
     std::unique_ptr<Destination> destination;
     std::optional<git_oid> head;
     for (int fetches = 0;; ++fetches) {
@@ -1341,7 +1447,8 @@ absl::StatusOr<PublishOutcome> GitPublisher::Publish(const GitTarget& target,
       return tracked;
     }
     absl::Time render_start = absl::Now();
-    absl::StatusOr<Prepared> prepared = RenderOn(repo, cache->staged, head, render, redact, false);
+    absl::StatusOr<Prepared> prepared =
+        RenderOn(repo, cache->staged(), head, render, redact, false);
     if (!prepared.ok()) return prepared.status();
     if (absl::Now() - render_start > kMaxIdleConnection) {
       destination.reset();
@@ -1355,6 +1462,7 @@ absl::StatusOr<PublishOutcome> GitPublisher::Publish(const GitTarget& target,
     if (prepared->unchanged) {
       outcome.no_op = true;
       outcome.commit = outcome.parent;
+      cache->KeepOpen();
       return outcome;
     }
     absl::StatusOr<git_oid> created = CreateCommit(repo, commit, *message, *prepared, redact);
@@ -1378,13 +1486,16 @@ absl::StatusOr<PublishOutcome> GitPublisher::Publish(const GitTarget& target,
       keeper_->Post([cache = *std::move(cache), head = *created, branch = target.branch,
                      redact]() mutable {
         absl::Time start = absl::Now();
-        absl::Status kept = SetTrackingRef(cache.repo.get(), branch, head, redact);
-        if (kept.ok()) kept = KeepStagedObjects(cache, head, redact);
-        if (!kept.ok()) {
+        absl::Status tracked = SetTrackingRef(cache.repo(), branch, head, redact);
+        absl::StatusOr<bool> repacked =
+            tracked.ok() ? KeepStagedObjects(cache, head, redact) : absl::StatusOr<bool>(tracked);
+        if (!repacked.ok()) {
           log::Warning("git publish landed but the cache could not keep it",
-                       {{"url", redact.url()}, {"branch", branch}, {"error", kept}});
+                       {{"url", redact.url()}, {"branch", branch}, {"error", repacked.status()}});
           return;
         }
+        // A repacked cache is opened afresh: the open one still maps the packs it deleted.
+        if (!*repacked) cache.KeepOpen();
         log::Debug(
             "git publish kept in the cache",
             {{"url", redact.url()}, {"keep_ms", absl::ToDoubleMilliseconds(absl::Now() - start)}});
@@ -1410,13 +1521,15 @@ absl::StatusOr<std::pair<std::string, std::string>> GitPublisher::Diff(const Git
                                                                        const RenderFn& render) {
   if (absl::Status valid = ValidateTarget(target); !valid.ok()) return valid;
   Redactor redact(target);
-  absl::StatusOr<Cache> cache = OpenCache(options_.cache_dir, target, redact);
+  absl::StatusOr<Cache> cache = OpenCache(options_.cache_dir, target, *pool_, redact);
   if (!cache.ok()) return cache.status();
-  git_repository* repo = cache->repo.get();
+  git_repository* repo = cache->repo();
   absl::StatusOr<std::optional<git_oid>> head = FetchBranch(repo, target, redact);
   if (!head.ok()) return head.status();
-  absl::StatusOr<Prepared> prepared = RenderOn(repo, cache->staged, *head, render, redact, true);
+  absl::StatusOr<Prepared> prepared = RenderOn(repo, cache->staged(), *head, render, redact, true);
   if (!prepared.ok()) return prepared.status();
+  git_mempack_reset(cache->staged());
+  cache->KeepOpen();
   return std::make_pair(std::move(prepared->patch),
                         prepared->head.has_value() ? OidHex(*prepared->head) : std::string());
 }

@@ -88,6 +88,8 @@ struct PublisherOptions {
   absl::Duration max_backoff = absl::Seconds(2);
 };
 
+class RepositoryPool;
+
 // Publishes rendered files to a git branch with libgit2. Thread-safe: publishes to different
 // targets run in parallel; those sharing a cache repository (same cache_dir, URL and branch)
 // serialize, across processes too. A landed commit's objects are written into the cache after
@@ -125,7 +127,8 @@ class GitPublisher {
   class Keeper;
 
   PublisherOptions options_;
-  std::unique_ptr<Keeper> keeper_;
+  std::unique_ptr<RepositoryPool> pool_;
+  std::unique_ptr<Keeper> keeper_;  // declared last: drained before the pool closes
 };
 
 }  // namespace elfdeploy::publisher
