@@ -991,6 +991,22 @@ bool HasObject(git_repository* repo, const git_oid& oid) {
   return exists;
 }
 
+bool SameHead(const std::optional<git_oid>& a, const std::optional<git_oid>& b) {
+  if (!a.has_value() || !b.has_value()) return a.has_value() == b.has_value();
+  return git_oid_equal(&*a, &*b) != 0;
+}
+
+// The branch head the cache saw last, when the cache holds its commit.
+std::optional<git_oid> CachedHead(git_repository* repo, const std::string& branch) {
+  git_oid head;
+  if (git_reference_name_to_id(&head, repo, TrackingRef(branch).c_str()) != 0) {
+    git_error_clear();
+    return std::nullopt;
+  }
+  if (!HasObject(repo, head)) return std::nullopt;
+  return head;
+}
+
 // Fetches the branch; its head, or nullopt when the remote has no such branch.
 absl::StatusOr<std::optional<git_oid>> FetchBranch(git_repository* repo, const GitTarget& target,
                                                    const Redactor& redact) {
@@ -1058,9 +1074,10 @@ class Destination {
 // under its ref lock.
 class RemoteDestination final : public Destination {
  public:
-  static absl::StatusOr<std::unique_ptr<RemoteDestination>> Connect(git_repository* repo,
-                                                                    const GitTarget& target,
-                                                                    const Redactor& redact) {
+  // Not yet connected.
+  static absl::StatusOr<std::unique_ptr<RemoteDestination>> Create(git_repository* repo,
+                                                                   const GitTarget& target,
+                                                                   const Redactor& redact) {
     std::unique_ptr<RemoteDestination> destination(new RemoteDestination(repo, target, redact));
     git_remote* raw_remote = nullptr;
     if (CreateRemote(&raw_remote, repo, target.url) < 0) {
@@ -1068,12 +1085,18 @@ class RemoteDestination final : public Destination {
           redact(absl::StrCat("git URL ", target.url, ": ", LastGitError())));
     }
     destination->remote_.reset(raw_remote);
+    return destination;
+  }
+
+  // Connects for push and reads the advertisement. Touches the remote and the network but not
+  // the repository (no proxy lookup in its config), so it may run beside work on the repository.
+  absl::Status Connect() {
     git_remote_callbacks callbacks;
     git_remote_init_callbacks(&callbacks, GIT_REMOTE_CALLBACKS_VERSION);
-    destination->context_.Install(&callbacks);
-    int rc = git_remote_connect(raw_remote, GIT_DIRECTION_PUSH, &callbacks, nullptr, nullptr);
-    if (rc < 0) return destination->context_.Error(rc, "connect to");
-    return destination;
+    context_.Install(&callbacks);
+    int rc = git_remote_connect(remote_.get(), GIT_DIRECTION_PUSH, &callbacks, nullptr, nullptr);
+    if (rc < 0) return context_.Error(rc, "connect to");
+    return absl::OkStatus();
   }
 
   absl::StatusOr<std::optional<git_oid>> Head() override {
@@ -1241,8 +1264,9 @@ absl::StatusOr<std::unique_ptr<Destination>> OpenDestination(git_repository* rep
     return std::unique_ptr<Destination>(*std::move(local));
   }
   absl::StatusOr<std::unique_ptr<RemoteDestination>> remote =
-      RemoteDestination::Connect(repo, target, redact);
+      RemoteDestination::Create(repo, target, redact);
   if (!remote.ok()) return remote.status();
+  if (absl::Status connected = (*remote)->Connect(); !connected.ok()) return connected;
   return std::unique_ptr<Destination>(*std::move(remote));
 }
 
@@ -1427,13 +1451,47 @@ absl::StatusOr<PublishOutcome> GitPublisher::Publish(const GitTarget& target,
     git_mempack_reset(cache->staged());
     std::unique_ptr<Destination> destination;
     std::optional<git_oid> head;
-    for (int fetches = 0;; ++fetches) {
-      absl::StatusOr<std::unique_ptr<Destination>> opened = OpenDestination(repo, target, redact);
-      if (!opened.ok()) return opened.status();
-      destination = *std::move(opened);
+    std::optional<absl::StatusOr<Prepared>> prepared;
+    absl::Time render_start;
+    absl::Time connected;
+    // The first attempt connects on another thread while it renders on the head the cache saw
+    // last; that render stands when the remote advertises the same head (the usual case).
+    std::optional<git_oid> guess = attempt == 1 && !LocalRepositoryPath(target.url)
+                                       ? CachedHead(repo, target.branch)
+                                       : std::nullopt;
+    if (guess.has_value()) {
+      absl::StatusOr<std::unique_ptr<RemoteDestination>> remote =
+          RemoteDestination::Create(repo, target, redact);
+      if (!remote.ok()) return remote.status();
+      absl::Status connect_status;
+      std::thread connector([&connect_status, &connected, remote = remote->get()] {
+        connect_status = remote->Connect();
+        connected = absl::Now();
+      });
+      render_start = absl::Now();
+      prepared = RenderOn(repo, cache->staged(), guess, render, redact, false);
+      connector.join();
+      if (!connect_status.ok()) return connect_status;
+      destination = *std::move(remote);
       absl::StatusOr<std::optional<git_oid>> advertised = destination->Head();
       if (!advertised.ok()) return advertised.status();
       head = *advertised;
+      if (!prepared->ok()) return prepared->status();
+      if (!SameHead(head, guess)) {
+        prepared.reset();
+        git_mempack_reset(cache->staged());
+      }
+    }
+    for (int fetches = 0; !prepared.has_value(); ++fetches) {
+      if (destination == nullptr) {
+        absl::StatusOr<std::unique_ptr<Destination>> opened = OpenDestination(repo, target, redact);
+        if (!opened.ok()) return opened.status();
+        destination = *std::move(opened);
+        connected = absl::Now();
+        absl::StatusOr<std::optional<git_oid>> advertised = destination->Head();
+        if (!advertised.ok()) return advertised.status();
+        head = *advertised;
+      }
       if (!head.has_value() || HasObject(repo, *head)) break;
       if (fetches == max_attempts) {
         return absl::AbortedError(absl::StrCat("git fetch from ", redact.url(), " (branch ",
@@ -1446,43 +1504,46 @@ absl::StatusOr<PublishOutcome> GitPublisher::Publish(const GitTarget& target,
     if (absl::Status tracked = SetTrackingRef(repo, target.branch, head, redact); !tracked.ok()) {
       return tracked;
     }
-    absl::Time render_start = absl::Now();
-    absl::StatusOr<Prepared> prepared =
-        RenderOn(repo, cache->staged(), head, render, redact, false);
-    if (!prepared.ok()) return prepared.status();
-    if (absl::Now() - render_start > kMaxIdleConnection) {
+    if (!prepared.has_value()) {
+      render_start = absl::Now();
+      prepared = RenderOn(repo, cache->staged(), head, render, redact, false);
+      if (!prepared->ok()) return prepared->status();
+    }
+    if (absl::Now() - connected > kMaxIdleConnection) {
       destination.reset();
       absl::StatusOr<std::unique_ptr<Destination>> reopened = OpenDestination(repo, target, redact);
       if (!reopened.ok()) return reopened.status();
       destination = *std::move(reopened);
     }
+    Prepared& ready = **prepared;
     PublishOutcome outcome;
     outcome.attempts = attempt;
-    outcome.parent = prepared->head.has_value() ? OidHex(*prepared->head) : "";
-    if (prepared->unchanged) {
+    outcome.parent = ready.head.has_value() ? OidHex(*ready.head) : "";
+    if (ready.unchanged) {
       outcome.no_op = true;
       outcome.commit = outcome.parent;
       cache->KeepOpen();
       return outcome;
     }
-    absl::StatusOr<git_oid> created = CreateCommit(repo, commit, *message, *prepared, redact);
+    absl::StatusOr<git_oid> created = CreateCommit(repo, commit, *message, ready, redact);
     if (!created.ok()) return created.status();
     absl::Time push_start = absl::Now();
-    absl::StatusOr<PushRejection> pushed = destination->Push(*created, prepared->head);
+    absl::StatusOr<PushRejection> pushed = destination->Push(*created, ready.head);
     if (!pushed.ok()) return pushed.status();
     if (!pushed->has_value()) {
       log::Debug("git publish timings",
                  {{"url", redact.url()},
                   {"open_ms", absl::ToDoubleMilliseconds(attempt_start - open_start)},
-                  {"connect_ms", absl::ToDoubleMilliseconds(render_start - attempt_start)},
-                  {"render_ms", absl::ToDoubleMilliseconds(prepared->render_done - render_start)},
-                  {"tree_ms", absl::ToDoubleMilliseconds(push_start - prepared->render_done)},
+                  {"connect_ms", absl::ToDoubleMilliseconds(connected - attempt_start)},
+                  {"overlapped", guess.has_value() && SameHead(head, guess)},
+                  {"render_ms", absl::ToDoubleMilliseconds(ready.render_done - render_start)},
+                  {"tree_ms", absl::ToDoubleMilliseconds(push_start - ready.render_done)},
                   {"push_ms", absl::ToDoubleMilliseconds(absl::Now() - push_start)}});
       outcome.commit = OidHex(*created);
-      outcome.changed_paths = std::move(prepared->changed_paths);
+      outcome.changed_paths = std::move(ready.changed_paths);
       // Nothing else may use the repository once the cache moves to the keeper's thread.
       destination.reset();
-      prepared->head_commit.reset();
+      ready.head_commit.reset();
       keeper_->Post([cache = *std::move(cache), head = *created, branch = target.branch,
                      redact]() mutable {
         absl::Time start = absl::Now();
