@@ -8,6 +8,7 @@
 #include <openssl/x509_vfy.h>
 #include <openssl/x509v3.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -694,7 +695,16 @@ struct OpenRepository {
   git_odb_backend* staged = nullptr;  // owned by the repository's object database
   bool in_use = false;
   uint64_t last_use = 0;
+  // objects/pack's modification time when last released: another process sharing the cache
+  // dir may add or delete packs meanwhile, and then the repository is opened afresh.
+  std::optional<timespec> packs_changed;
 };
+
+std::optional<timespec> PacksChanged(const std::string& path) {
+  struct stat st = {};
+  if (stat(absl::StrCat(path, "/objects/pack").c_str(), &st) != 0) return std::nullopt;
+  return st.st_mtim;
+}
 
 }  // namespace
 
@@ -720,6 +730,7 @@ class RepositoryPool {
       open_.erase(it);
     } else {
       it->second->in_use = false;
+      it->second->packs_changed = PacksChanged(path);
     }
   }
 
@@ -793,11 +804,15 @@ absl::StatusOr<OpenRepository*> RepositoryPool::Acquire(const std::string& path,
   {
     absl::MutexLock lock(&mu_);
     auto it = open_.find(path);
-    if (it != open_.end()) {
+    std::optional<timespec> changed = PacksChanged(path);
+    if (it != open_.end() && changed.has_value() && it->second->packs_changed.has_value() &&
+        changed->tv_sec == it->second->packs_changed->tv_sec &&
+        changed->tv_nsec == it->second->packs_changed->tv_nsec) {
       it->second->in_use = true;
       it->second->last_use = ++clock_;
       return it->second.get();
     }
+    if (it != open_.end()) open_.erase(it);
   }
   // Opened outside the pool's mutex: the caller's CacheLock keeps others off this path.
   auto open = std::make_unique<OpenRepository>();

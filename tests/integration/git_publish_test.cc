@@ -692,6 +692,43 @@ TEST_F(GitPublishTest, CacheFetchesOnlyWhenTheRemoteMoved) {
   EXPECT_EQ(Git(remote, {"show", "main:a.yaml"}), "3");
 }
 
+// The publisher keeps its cache repository open between publishes; another process repacking that
+// cache meanwhile (deleting the packs the open repository knew) must not break the next publish.
+TEST_F(GitPublishTest, CacheRepackedByAnotherProcessIsReadAfresh) {
+  Remote remote;
+  ASSERT_NO_FATAL_FAILURE(MakeRemote("daemon", &remote));
+  GitPublisher publisher(Options("cache"));
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(publisher
+                    .Publish(remote.target,
+                             Render({Put(absl::StrCat("apps/", i, ".yaml"), absl::StrCat(i))}),
+                             Spec(absl::StrCat("publish ", i)))
+                    .ok());
+  }
+  // A dry run waits for the cache lock, so the last publish's objects are in the cache now.
+  ASSERT_TRUE(publisher.Diff(remote.target, Render({Put("apps/0.yaml", "0")})).ok());
+  std::vector<std::string> caches;
+  for (const auto& entry : std::filesystem::directory_iterator(dir_->Join("cache"))) {
+    if (entry.is_directory()) caches.push_back(entry.path());
+  }
+  ASSERT_EQ(caches.size(), 1u);
+  absl::StatusOr<harness::CommandResult> repacked =
+      harness::RunGit(remote.home, {"--git-dir", caches[0], "repack", "-a", "-d", "-q"}, "");
+  ASSERT_TRUE(repacked.ok()) << repacked.status();
+  ASSERT_EQ(repacked->exit_code, 0) << repacked->output;
+
+  absl::StatusOr<PublishOutcome> after =
+      publisher.Publish(remote.target, Render({Put("apps/0.yaml", "changed")}), Spec("after"));
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->attempts, 1);
+  EXPECT_THAT(after->changed_paths, ElementsAre("apps/0.yaml"));
+  EXPECT_EQ(Git(remote, {"show", "main:apps/0.yaml"}), "changed");
+  EXPECT_EQ(Git(remote, {"show", "main:apps/2.yaml"}), "2");
+  EXPECT_EQ(CommitCount(remote), 4);
+  EXPECT_EQ(Git(remote, {"fsck", "--no-progress", "--strict"}), "");
+  ExpectNoEmptyCommit(remote);
+}
+
 TEST_F(GitPublishTest, CacheStaysCompactAcrossManyPublishes) {
   Remote remote;
   ASSERT_NO_FATAL_FAILURE(MakeRemote("file", &remote));
