@@ -115,6 +115,7 @@ void BindOrchestratorConfig(ConfigBinder& binder, OrchestratorOptions* options) 
   binder.Bind("orchestrator.poll_interval", &options->poll_interval);
   binder.Bind("orchestrator.settle", &options->settle);
   binder.Bind("orchestrator.default_timeout", &options->default_timeout);
+  binder.Bind("orchestrator.peer_call_timeout", &options->peer_call_timeout);
   binder.Bind("orchestrator.tls_ca_file", &options->peer_tls.ca_file);
   binder.Bind("orchestrator.tls_cert_file", &options->peer_tls.cert_file);
   binder.Bind("orchestrator.tls_key_file", &options->peer_tls.key_file);
@@ -132,8 +133,10 @@ class OrchestratorComponent final : public Component {
                         orchestrator::OrchestratorMetrics metrics)
       : builder_(grpc::CreateChannel(options.builder_addr, peers)),
         registry_(grpc::CreateChannel(options.registry_sync_addr, peers)),
-        publisher_(grpc::CreateChannel(options.manifest_publisher_addr, peers)),
-        cluster_(grpc::CreateChannel(options.cluster_watcher_addr, peers)),
+        publisher_(grpc::CreateChannel(options.manifest_publisher_addr, peers),
+                   options.peer_call_timeout),
+        cluster_(grpc::CreateChannel(options.cluster_watcher_addr, peers),
+                 options.peer_call_timeout),
         orchestrator_(
             std::move(store), builder_, registry_, publisher_, cluster_,
             orchestrator::DeployDefaults{options.registry, options.gitops_repo,
@@ -169,9 +172,10 @@ absl::StatusOr<std::unique_ptr<Component>> MakeOrchestratorServices(
     return absl::InvalidArgumentError("orchestrator.max_parallel_builds must be at least 1");
   }
   if (options.poll_interval <= absl::ZeroDuration() ||
-      options.default_timeout <= absl::ZeroDuration() || options.settle < absl::ZeroDuration()) {
+      options.default_timeout <= absl::ZeroDuration() ||
+      options.peer_call_timeout <= absl::ZeroDuration() || options.settle < absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
-        "orchestrator.poll_interval and orchestrator.default_timeout must be positive, "
+        "orchestrator.poll_interval, default_timeout and peer_call_timeout must be positive, "
         "orchestrator.settle not negative");
   }
   absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> peers =

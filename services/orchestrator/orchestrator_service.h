@@ -57,6 +57,9 @@ struct OrchestratorOptions {
   absl::Duration poll_interval = absl::Milliseconds(500);
   absl::Duration settle = absl::Seconds(5);
   absl::Duration default_timeout = absl::Minutes(15);
+  // Deadline of each unary call to a peer (publish, cluster-watcher calls); builds and pushes
+  // stream and end with the rollout's deadline instead.
+  absl::Duration peer_call_timeout = absl::Minutes(2);
   // TLS towards builder, registry-sync, manifest-publisher and cluster-watcher
   // (orchestrator.tls_ca_file, tls_cert_file, tls_key_file); plain text without a CA.
   ClientTlsOptions peer_tls;

@@ -324,8 +324,10 @@ absl::Status Runner::Run(const std::string& id, const CancelledFn& cancelled,
     absl::Mutex error_mu;
     absl::Status store_error;
     std::optional<v1::Finding> first_failure;
+    // Also stops the build or push in flight when the rollout's deadline passes.
     auto cancelled_or_failed = [&] {
-      return failed.load() || (cancelled && cancelled()) || (interrupted && interrupted());
+      return failed.load() || (cancelled && cancelled()) || (interrupted && interrupted()) ||
+             options_.now() > deadline;
     };
     auto work = [&] {
       for (size_t i; (i = next.fetch_add(1)) < todo.size() && !cancelled_or_failed();) {

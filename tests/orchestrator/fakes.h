@@ -28,12 +28,20 @@ struct Fakes final : Builder, Registry, Publisher, Cluster {
   std::vector<std::vector<PublishApp>> published ABSL_GUARDED_BY(mu);
   std::vector<std::string> applied ABSL_GUARDED_BY(mu);
   std::string fail_build;
+  bool hang_builds = false;  // builds run until cancelled
+  int cancelled_builds ABSL_GUARDED_BY(mu) = 0;
   int diagnoses_until_healthy = 2;
   std::atomic<int> diagnoses{0};
   std::optional<v1::Finding> fatal_finding;
 
   absl::StatusOr<BuildResult> Build(const DiscoveredApp& app, const std::string& tag, bool,
-                                    const ProgressFn&, const CancelledFn&) override {
+                                    const ProgressFn&, const CancelledFn& cancelled) override {
+    if (hang_builds) {  // a build that never ends by itself, like a hung peer
+      while (!(cancelled && cancelled())) absl::SleepFor(absl::Milliseconds(5));
+      absl::MutexLock lock(&mu);
+      ++cancelled_builds;
+      return absl::CancelledError("BuilderService.Build: cancelled");
+    }
     absl::MutexLock lock(&mu);
     built.push_back(app.name);
     if (app.name == fail_build) return absl::InvalidArgumentError("Dockerfile:3: bad COPY");

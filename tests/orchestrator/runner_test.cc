@@ -153,6 +153,20 @@ TEST_F(RunnerTest, ABuildFailureFailsBeforeAnythingIsPublished) {
   EXPECT_TRUE(fakes_.published.empty());
 }
 
+// A build that never ends (a hung builder) is cancelled when the rollout's deadline passes, and
+// the rollout ends TIMED_OUT instead of waiting forever.
+TEST_F(RunnerTest, TheDeadlineCancelsABuildInFlight) {
+  fakes_.hang_builds = true;
+  v1::DeployRequest request = Request();
+  request.mutable_timeout()->set_nanos(300000000);  // 300 ms
+  v1::Rollout rollout = Run(Create(request));
+  EXPECT_EQ(rollout.state(), v1::ROLLOUT_STATE_TIMED_OUT);
+  EXPECT_THAT(rollout.message(), HasSubstr("deadline"));
+  absl::MutexLock lock(&fakes_.mu);
+  EXPECT_GE(fakes_.cancelled_builds, 1);
+  EXPECT_TRUE(fakes_.published.empty());
+}
+
 TEST_F(RunnerTest, TimeoutAndCancel) {
   fakes_.diagnoses_until_healthy = 1000000;
   v1::DeployRequest request = Request();
