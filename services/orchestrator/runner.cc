@@ -189,10 +189,12 @@ class Recorder {
   const std::function<absl::Time()> now_;
 };
 
-std::string ReadText(const std::string& path) {
-  std::ifstream in(path);
+absl::StatusOr<std::string> ReadText(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
   std::stringstream text;
   text << in.rdbuf();
+  if (in.bad()) return absl::DataLossError(absl::StrCat("error reading ", path));
   return text.str();
 }
 
@@ -309,6 +311,18 @@ absl::Status Runner::Run(const std::string& id, const CancelledFn& cancelled,
                 std::string(apps.status().message()));
   }
   const std::string tag = request.tag().empty() ? id : request.tag();
+  // Each app's deployment.yaml, read once: the image repository pushed to comes from the same
+  // text that is published.
+  std::map<std::string, std::string> deployments;
+  for (const DiscoveredApp& app : *apps) {
+    absl::StatusOr<std::string> text = ReadText(app.deployment_path);
+    if (!text.ok()) {
+      return fail(MakeFinding(v1::FINDING_KIND_OTHER, "DeploymentUnreadable", app.name,
+                              std::string(text.status().message()), true),
+                  absl::StrCat(app.name, ": ", text.status().message()));
+    }
+    deployments[app.name] = *std::move(text);
+  }
 
   // Build and push, apps in parallel; apps whose image is recorded are done.
   {
@@ -351,7 +365,7 @@ absl::Status Runner::Run(const std::string& id, const CancelledFn& cancelled,
           failed = true;
           return;
         }
-        std::string repository = ImageRepository(ReadText(app.deployment_path), app.name);
+        std::string repository = ImageRepository(deployments.at(app.name), app.name);
         note(record.App(app.name, v1::STAGE_PUSHING, "pushing", [&](v1::AppRollout& a) {
           a.set_build_skipped(built->cached);
           a.set_source_revision(built->source_revision);
@@ -400,7 +414,7 @@ absl::Status Runner::Run(const std::string& id, const CancelledFn& cancelled,
       const v1::Rollout snapshot = record.Snapshot();
       for (const v1::AppRollout& status : snapshot.apps()) {
         if (status.name() != app.name) continue;
-        publish.push_back({app.name, app.group, status.image(), ReadText(app.deployment_path)});
+        publish.push_back({app.name, app.group, status.image(), deployments.at(app.name)});
         if (absl::Status s = record.App(app.name, v1::STAGE_PUBLISHING, "publishing"); !s.ok()) {
           return s;
         }
