@@ -24,6 +24,7 @@
 #include "absl/time/time.h"
 #include "elfdeploy/v1/cluster_watcher.grpc.pb.h"
 #include "elfdeploy/v1/orchestrator.grpc.pb.h"
+#include "services/common/client_tls.h"
 #include "services/elfctl/options.h"
 #include "services/elfctl/render.h"
 
@@ -68,22 +69,14 @@ int PrintJson(const google::protobuf::Message& message) {
 class Client {
  public:
   static absl::StatusOr<Client> Create(const Options& options) {
-    std::shared_ptr<grpc::ChannelCredentials> credentials;
-    if (options.tls_ca_file.empty()) {
-      credentials = grpc::InsecureChannelCredentials();
-    } else {
-      std::ifstream in(options.tls_ca_file, std::ios::binary);
-      std::stringstream pem;
-      pem << in.rdbuf();
-      if (!in || pem.str().empty()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("--tls_ca_file: cannot read ", options.tls_ca_file));
-      }
-      grpc::SslCredentialsOptions ssl;
-      ssl.pem_root_certs = pem.str();
-      credentials = grpc::SslCredentials(ssl);
+    absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+        ClientCredentials({.ca_file = options.tls_ca_file,
+                           .cert_file = options.tls_cert_file,
+                           .key_file = options.tls_key_file});
+    if (!credentials.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--tls_*: ", credentials.status().message()));
     }
-    return Client(options, std::move(credentials));
+    return Client(options, *std::move(credentials));
   }
 
   v1::OrchestratorService::Stub& orchestrator() {

@@ -156,6 +156,12 @@ const std::vector<FlagSpec>& Flags() {
        "connect with TLS, verifying the server against this PEM CA; without it the connection "
        "is plaintext, meant for loopback only",
        String(&Options::tls_ca_file)},
+      {"tls_cert_file", "PATH", kAll,
+       "client certificate (PEM) for a server that requires one; with --tls_key_file and "
+       "--tls_ca_file",
+       String(&Options::tls_cert_file)},
+      {"tls_key_file", "PATH", kAll, "the client certificate's private key (PEM)",
+       String(&Options::tls_key_file)},
       {"timeout", "DURATION", kAll, "deadline of each unary call (default 30s)",
        DurationField(&Options::timeout)},
       {"registry", "URL", kDeploy, "registry to push to (default: the orchestrator's)",

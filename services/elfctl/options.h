@@ -39,6 +39,9 @@ struct Options {
   std::string cluster_watcher = "127.0.0.1:7404";
   OutputFormat output = OutputFormat::kText;
   std::string tls_ca_file;  // empty: plaintext
+  // A client certificate for servers that require one (server.tls_client_ca_file).
+  std::string tls_cert_file;
+  std::string tls_key_file;
   absl::Duration timeout = absl::Seconds(30);
 
   // deploy.

@@ -28,6 +28,7 @@
 #include "google/protobuf/util/time_util.h"
 #include "services/common/http_client.h"
 #include "tests/harness/net.h"
+#include "tests/harness/pki.h"
 #include "tests/harness/process.h"
 #include "tests/harness/temp_dir.h"
 #include "tests/support/service_process.h"
@@ -66,16 +67,7 @@ absl::StatusOr<std::unique_ptr<Stack>> StartStack(int churn_pods, double churn_r
   absl::StatusOr<TempDir> dir = TempDir::Create("agent-bench-");
   if (!dir.ok()) return dir.status();
   auto stack = std::unique_ptr<Stack>(new Stack{*std::move(dir)});
-  std::string script = absl::StrCat("set -e; cd ", stack->dir.path(), R"(
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key \
-  -out ca.pem -days 2 -subj /CN=bench-ca 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout w.key -out w.csr \
-  -subj /CN=watcher 2>/dev/null
-printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' > w.ext
-openssl x509 -req -in w.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out w.pem -days 2 \
-  -extfile w.ext 2>/dev/null)");
-  absl::StatusOr<CommandResult> made = RunCommand({.argv = {"/bin/sh", "-c", script}});
-  if (!made.ok() || made->exit_code != 0) return absl::InternalError("openssl failed");
+  if (absl::Status pki = WriteTestPki(stack->dir.path(), {"w"}); !pki.ok()) return pki;
   absl::StatusOr<int> port = PickFreePort();
   if (!port.ok()) return port.status();
   stack->watcher_port = *port;

@@ -13,6 +13,7 @@
 #include "gtest/gtest.h"
 #include "services/common/client_tls.h"
 #include "services/common/grpc_status.h"
+#include "tests/harness/pki.h"
 #include "tests/harness/process.h"
 #include "tests/harness/temp_dir.h"
 #include "tests/support/service_process.h"
@@ -157,26 +158,15 @@ TEST(GrpcStatusTest, ConvertsCodesAndMessagesBothWays) {
 namespace elfdeploy {
 namespace {
 
-// A CA, and a server and a client certificate it signed, made with the openssl CLI.
+// A CA, and a server and a client certificate it signed.
 class TlsServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
     absl::StatusOr<testing::TempDir> dir = testing::TempDir::Create("server-tls-");
     ASSERT_TRUE(dir.ok()) << dir.status();
     dir_.emplace(*std::move(dir));
-    std::string script = absl::StrCat("set -e; cd ", dir_->path(), R"(
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key \
-  -out ca.pem -days 2 -subj /CN=test-ca 2>/dev/null
-for who in server client; do
-  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout $who.key \
-    -out $who.csr -subj /CN=$who 2>/dev/null
-  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' > $who.ext
-  openssl x509 -req -in $who.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out $who.pem \
-    -days 2 -extfile $who.ext 2>/dev/null
-done)");
-    absl::StatusOr<testing::CommandResult> made =
-        testing::RunCommand({.argv = {"/bin/sh", "-c", script}});
-    ASSERT_TRUE(made.ok() && made->exit_code == 0) << (made.ok() ? made->output : "");
+    absl::Status pki = testing::WriteTestPki(dir_->path(), {"server", "client"});
+    ASSERT_TRUE(pki.ok()) << pki;
   }
 
   std::string Read(const std::string& name) {

@@ -24,6 +24,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "gtest/gtest.h"
 #include "tests/harness/net.h"
+#include "tests/harness/pki.h"
 #include "tests/harness/process.h"
 #include "tests/harness/temp_dir.h"
 #include "tests/support/service_process.h"
@@ -506,6 +507,42 @@ TEST_F(ElfctlCliTest, StatusShowsTheNewestRollout) {
   r = Elfctl({"status", "--orchestrator", addr_});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("no rollouts"));
+}
+
+// An orchestrator that requires client certificates (server.tls_client_ca_file) is reached with
+// --tls_cert_file and --tls_key_file, and refuses elfctl without them.
+TEST_F(ElfctlCliTest, MutualTlsUsesTheClientCertificate) {
+  ASSERT_TRUE(testing::WriteTestPki(dir_->path(), {"server", "client"}).ok());
+  auto read = [&](const char* name) { return testing::ReadFile(dir_->Join(name)).value_or(""); };
+  FakeOrchestrator orchestrator;
+  orchestrator.Script(/*fail=*/false);
+  orchestrator.SetListed({orchestrator.final_rollout()});
+  grpc::SslServerCredentialsOptions ssl(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  ssl.pem_root_certs = read("ca.pem");
+  ssl.pem_key_cert_pairs.push_back({read("server.key"), read("server.pem")});
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", grpc::SslServerCredentials(ssl), &port);
+  builder.RegisterService(&orchestrator);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_NE(server, nullptr);
+  const std::string addr = absl::StrCat("localhost:", port);
+  const std::string ca = dir_->Join("ca.pem");
+
+  Result with = Elfctl({"status", "--orchestrator", addr, "--tls_ca_file", ca, "--tls_cert_file",
+                        dir_->Join("client.pem"), "--tls_key_file", dir_->Join("client.key")});
+  EXPECT_EQ(with.exit_code, 0) << with.out << with.err;
+  EXPECT_THAT(with.out, HasSubstr("Rollout:   r-1\n"));
+
+  Result without =
+      Elfctl({"status", "--orchestrator", addr, "--tls_ca_file", ca, "--timeout", "5s"});
+  EXPECT_EQ(without.exit_code, 3) << without.out << without.err;
+
+  Result half = Elfctl({"status", "--orchestrator", addr, "--tls_ca_file", ca, "--tls_cert_file",
+                        dir_->Join("client.pem")});
+  EXPECT_EQ(half.exit_code, 2) << half.out << half.err;
+  EXPECT_THAT(half.err, HasSubstr("needs both its certificate file and its key file"));
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
 }
 
 TEST_F(ElfctlCliTest, RolloutsFollowsPagesUpToTheLimit) {

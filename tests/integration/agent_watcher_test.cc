@@ -26,6 +26,7 @@
 #include "nlohmann/json.hpp"
 #include "services/common/http_client.h"
 #include "tests/harness/net.h"
+#include "tests/harness/pki.h"
 #include "tests/harness/process.h"
 #include "tests/harness/temp_dir.h"
 #include "tests/support/service_process.h"
@@ -45,20 +46,8 @@ class AgentWatcherTest : public ::testing::Test {
     absl::StatusOr<TempDir> dir = TempDir::Create("agent-watcher-");
     ASSERT_TRUE(dir.ok()) << dir.status();
     dir_.emplace(*std::move(dir));
-    std::string script = absl::StrCat("set -e; cd ", dir_->path(), R"(
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key \
-  -out ca.pem -days 2 -subj /CN=elfdeploy-test-ca 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout watcher.key \
-  -out watcher.csr -subj /CN=cluster-watcher 2>/dev/null
-printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' > watcher.ext
-openssl x509 -req -in watcher.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out watcher.pem \
-  -days 2 -extfile watcher.ext 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout agent.key \
-  -out agent.csr -subj /CN=agent 2>/dev/null
-openssl x509 -req -in agent.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out agent.pem \
-  -days 2 2>/dev/null)");
-    absl::StatusOr<CommandResult> made = RunCommand({.argv = {"/bin/sh", "-c", script}});
-    ASSERT_TRUE(made.ok() && made->exit_code == 0) << (made.ok() ? made->output : "");
+    absl::Status pki = WriteTestPki(dir_->path(), {"watcher", "agent"});
+    ASSERT_TRUE(pki.ok()) << pki;
     absl::StatusOr<int> port = PickFreePort();
     ASSERT_TRUE(port.ok());
     watcher_port_ = *port;
