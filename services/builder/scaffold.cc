@@ -30,6 +30,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
+#include "services/common/k8s_names.h"
 
 namespace elfdeploy::builder {
 namespace {
@@ -110,22 +111,6 @@ struct AppFiles {
   std::vector<std::string> python_files;
   std::set<std::string> local_modules;
 };
-
-bool IsDns1123Label(absl::string_view s) {
-  if (s.empty() || s.size() > 63) return false;
-  for (char c : s) {
-    if (!absl::ascii_islower(c) && !absl::ascii_isdigit(c) && c != '-') return false;
-  }
-  return s.front() != '-' && s.back() != '-';
-}
-
-bool IsDns1123Subdomain(absl::string_view s) {
-  if (s.empty() || s.size() > 253) return false;
-  for (absl::string_view label : absl::StrSplit(s, '.')) {
-    if (!IsDns1123Label(label)) return false;
-  }
-  return true;
-}
 
 // A non-negative Kubernetes resource quantity, e.g. "100m", "0.5", "128Mi", "1e3".
 bool IsQuantity(absl::string_view q) {

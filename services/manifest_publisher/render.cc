@@ -25,6 +25,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "services/common/k8s_names.h"
 #include "services/manifest_publisher/yaml_tree.h"
 
 namespace elfdeploy::publisher {
@@ -51,25 +52,6 @@ constexpr char kNoCredential[] =
 // ---------------------------------------------------------------------------------------------
 // Names, scalars and image references
 // ---------------------------------------------------------------------------------------------
-
-bool IsDns1123Label(absl::string_view s) {
-  if (s.empty() || s.size() > 63) return false;
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    const char c = s[i];
-    if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')) continue;
-    if (c == '-' && i != 0 && i + 1 != s.size()) continue;
-    return false;
-  }
-  return true;
-}
-
-bool IsDns1123Subdomain(absl::string_view s) {
-  if (s.empty() || s.size() > 253) return false;
-  for (absl::string_view part : absl::StrSplit(s, '.')) {
-    if (!IsDns1123Label(part)) return false;
-  }
-  return true;
-}
 
 bool HasControlOrSpace(absl::string_view s) {
   for (char c : s) {

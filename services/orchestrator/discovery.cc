@@ -8,19 +8,12 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "services/common/k8s_names.h"
 
 namespace elfdeploy::orchestrator {
 namespace {
 
 namespace fs = std::filesystem;
-
-bool IsDns1123Label(const std::string& s) {
-  if (s.empty() || s.size() > 63) return false;
-  if (!absl::ascii_isalnum(s.front()) || !absl::ascii_isalnum(s.back())) return false;
-  return std::all_of(s.begin(), s.end(), [](char c) {
-    return (absl::ascii_islower(c) || absl::ascii_isdigit(c) || c == '-');
-  });
-}
 
 // `relative` inside `dir`, refusing absolute paths and "..".
 absl::StatusOr<fs::path> Inside(const fs::path& dir, const std::string& relative,

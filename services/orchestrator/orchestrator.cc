@@ -5,19 +5,12 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "services/common/k8s_names.h"
 #include "services/common/log.h"
 #include "services/orchestrator/discovery.h"
 
 namespace elfdeploy::orchestrator {
 namespace {
-
-bool IsDns1123Label(const std::string& s) {
-  if (s.empty() || s.size() > 63) return false;
-  if (!absl::ascii_isalnum(s.front()) || !absl::ascii_isalnum(s.back())) return false;
-  return std::all_of(s.begin(), s.end(), [](char c) {
-    return absl::ascii_islower(c) || absl::ascii_isdigit(c) || c == '-';
-  });
-}
 
 // A docker tag: [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}.
 bool IsTag(const std::string& s) {
