@@ -289,9 +289,7 @@ bool LooksLikeCredentialValue(absl::string_view value) {
 // Parsing
 // ---------------------------------------------------------------------------------------------
 
-std::string Where(const yaml::Mark& mark) {
-  return absl::StrFormat("line %d, column %d", mark.line + 1, mark.column + 1);
-}
+using yaml::Where;
 
 // A YAML stream: its text (marks index into it) and its non-empty documents.
 struct Manifest {
@@ -469,7 +467,7 @@ struct Span {
 bool IsBlank(char c) { return c == ' ' || c == '\t'; }
 bool IsBreak(char c) { return c == '\n' || c == '\r'; }
 
-// Splices owned values into one YAML text. Positions come from yaml-cpp marks.
+// Splices owned values into one YAML text. Positions come from the parser's node marks.
 class Editor {
  public:
   Editor(const std::string& text, std::set<std::string> match_repos, std::string image)
@@ -532,7 +530,6 @@ class Editor {
     if (map.size() == 0) return std::nullopt;
     return Entry{map.Key(map.size() - 1), map.Value(map.size() - 1)};
   }
-  static bool IsFlow(const yaml::Node& node) { return node.IsFlow(); }
 
   char CharAt(int pos) const {
     if (pos < 0 || static_cast<std::size_t>(pos) >= s_.size()) return '\0';
@@ -566,12 +563,12 @@ class Editor {
         todo.insert(todo.end(), items.rbegin(), items.rend());
         continue;
       }
-      if (!node.IsMap() || IsFlow(node)) continue;
+      if (!node.IsMap() || node.IsFlow()) continue;
       std::vector<yaml::Node> children;
       for (std::size_t i = 0; i < node.size(); ++i) {
         const yaml::Node key = node.Key(i);
         const yaml::Node value = node.Value(i);
-        if (IsFlow(value)) continue;
+        if (value.IsFlow()) continue;
         const int delta = value.mark().column - key.mark().column;
         if (value.IsMap() && !step_found && delta > 0 && delta <= 8) {
           step_ = delta;
@@ -770,7 +767,7 @@ class Editor {
   }
 
   absl::StatusOr<std::size_t> NodeEnd(const yaml::Node& node, bool flow, int parent_indent) const {
-    const bool f = flow || IsFlow(node);
+    const bool f = flow || node.IsFlow();
     if (node.IsScalar()) {
       absl::StatusOr<Span> span = ScalarSpan(node, f, parent_indent);
       if (!span.ok()) return span.status();
@@ -783,7 +780,7 @@ class Editor {
       return EntryEnd(*last, false);
     }
     if (node.IsSequence() && node.size() > 0) {
-      const yaml::Node last = Items(node).back();
+      const yaml::Node last = node.Item(node.size() - 1);
       if (!last.IsNull()) return NodeEnd(last, false, node.mark().column);
     }
     return Unlocatable(node, "a value");
@@ -866,7 +863,7 @@ class Editor {
   }
 
   absl::Status ApplyMap(const yaml::Node& map, const Patch& patch, const Ctx& ctx) {
-    const bool flow = ctx.flow || IsFlow(map);
+    const bool flow = ctx.flow || map.IsFlow();
     std::vector<const Patch*> missing;
     for (const Patch& child : patch.children) {
       const std::string path = ctx.path.empty() ? child.key : ctx.path + "." + child.key;
@@ -997,7 +994,7 @@ class Editor {
       }
       case Patch::Kind::kImages: {
         if (!value.IsSequence()) return absl::OkStatus();
-        const bool seq_flow = ctx.flow || IsFlow(value);
+        const bool seq_flow = ctx.flow || value.IsFlow();
         const std::vector<yaml::Node> items = Items(value);
         for (std::size_t i = 0; i < items.size(); ++i) {
           const yaml::Node& item = items[i];
@@ -1005,7 +1002,7 @@ class Editor {
           if (!image || !image->value.IsScalar()) continue;
           if (!match_repos_.contains(RepoPath(image->value.Scalar()))) continue;
           RENDER_RETURN_IF_ERROR(ApplyValue(*image, ScalarPatch("image", image_),
-                                            Ctx{seq_flow || IsFlow(item), ctx.depth + 2,
+                                            Ctx{seq_flow || item.IsFlow(), ctx.depth + 2,
                                                 absl::StrCat(ctx.path, "[", i, "].image")}));
         }
         return absl::OkStatus();
@@ -1018,7 +1015,7 @@ class Editor {
     for (const yaml::Node& item : Items(seq)) {
       if (ScalarAt(item, "name") == patch.value) return absl::OkStatus();
     }
-    const bool flow = ctx.flow || IsFlow(seq);
+    const bool flow = ctx.flow || seq.IsFlow();
     const std::string entry =
         absl::StrCat(Key("name", flow), ": ", FormatScalar(patch.value, NewStyle(), flow));
     if (flow) {
@@ -1030,7 +1027,7 @@ class Editor {
         Insert(*pos + 1, item, ctx.depth);
         return absl::OkStatus();
       }
-      absl::StatusOr<std::size_t> end = NodeEnd(Items(seq).back(), true, -1);
+      absl::StatusOr<std::size_t> end = NodeEnd(seq.Item(seq.size() - 1), true, -1);
       if (!end.ok()) return end.status();
       Insert(*end, absl::StrCat(", ", item), ctx.depth);
       return absl::OkStatus();

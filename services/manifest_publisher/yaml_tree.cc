@@ -16,8 +16,8 @@ namespace {
 
 constexpr std::uint64_t kSizeCap = std::uint64_t{1} << 40;
 
-std::string Where(int line, int column) {
-  return absl::StrFormat("line %d, column %d", line + 1, column + 1);
+std::string Where(const yaml_mark_t& mark) {
+  return yaml::Where(Mark{-1, static_cast<int>(mark.line), static_cast<int>(mark.column)});
 }
 
 std::uint64_t SatAdd(std::uint64_t a, std::uint64_t b) { return std::min(kSizeCap, a + b); }
@@ -69,20 +69,15 @@ class Parser {
   Parser(const Parser&) = delete;
   Parser& operator=(const Parser&) = delete;
 
-  // The next event; false with the parser's error in `error`.
+  // The next event; false on a syntax error (then see Error()).
   bool Next(yaml_event_t* event) { return yaml_parser_parse(&parser_, event) == 1; }
 
   absl::Status Error() const {
     std::string message =
-        absl::StrCat("invalid YAML at ",
-                     Where(static_cast<int>(parser_.problem_mark.line),
-                           static_cast<int>(parser_.problem_mark.column)),
-                     ": ", parser_.problem != nullptr ? parser_.problem : "unknown error");
+        absl::StrCat("invalid YAML at ", Where(parser_.problem_mark), ": ",
+                     parser_.problem != nullptr ? parser_.problem : "unknown error");
     if (parser_.context != nullptr) {
-      absl::StrAppend(&message, " (", parser_.context, " at ",
-                      Where(static_cast<int>(parser_.context_mark.line),
-                            static_cast<int>(parser_.context_mark.column)),
-                      ")");
+      absl::StrAppend(&message, " (", parser_.context, " at ", Where(parser_.context_mark), ")");
     }
     return absl::InvalidArgumentError(message);
   }
@@ -97,6 +92,10 @@ struct EventGuard {
 };
 
 }  // namespace
+
+std::string Where(const Mark& mark) {
+  return absl::StrFormat("line %d, column %d", mark.line + 1, mark.column + 1);
+}
 
 NodeType Node::type() const {
   return stream_ == nullptr ? NodeType::kUndefined : stream_->nodes_[index_].type;
@@ -151,8 +150,8 @@ absl::StatusOr<std::unique_ptr<Stream>> Stream::Parse(absl::string_view text,
   std::uint64_t total = 0;
   std::optional<Mark> first_alias, first_anchor, first_tag;
 
-  auto add = [&](std::uint32_t node, std::uint64_t size) {
-    total = SatAdd(total, size);
+  // Hangs a finished node (`size` nodes with what is below it) under the open collection.
+  auto attach = [&](std::uint32_t node, std::uint64_t size) {
     if (open.empty()) {
       stream->documents_.push_back(Node(stream.get(), node));
     } else {
@@ -183,7 +182,9 @@ absl::StatusOr<std::unique_ptr<Stream>> Stream::Parse(absl::string_view text,
       case YAML_ALIAS_EVENT: {
         if (!first_alias) first_alias = offsets.Of(event.start_mark);
         auto it = anchor_sizes.find(reinterpret_cast<const char*>(event.data.alias.anchor));
-        add(new_node(NodeType::kNull, event.start_mark), it == anchor_sizes.end() ? 1 : it->second);
+        const std::uint64_t size = it == anchor_sizes.end() ? 1 : it->second;
+        total = SatAdd(total, size);
+        attach(new_node(NodeType::kNull, event.start_mark), size);
         break;
       }
       case YAML_SCALAR_EVENT: {
@@ -199,7 +200,8 @@ absl::StatusOr<std::unique_ptr<Stream>> Stream::Parse(absl::string_view text,
         if (scalar.anchor != nullptr) {
           anchor_sizes[reinterpret_cast<const char*>(scalar.anchor)] = 1;
         }
-        add(node, 1);
+        total = SatAdd(total, 1);
+        attach(node, 1);
         break;
       }
       case YAML_SEQUENCE_START_EVENT:
@@ -211,10 +213,8 @@ absl::StatusOr<std::unique_ptr<Stream>> Stream::Parse(absl::string_view text,
              event.start_mark);
         if (static_cast<int>(open.size()) >= options.max_depth) {
           return absl::InvalidArgumentError(
-              absl::StrCat("invalid YAML at ",
-                           Where(static_cast<int>(event.start_mark.line),
-                                 static_cast<int>(event.start_mark.column)),
-                           ": nested deeper than ", options.max_depth, " levels"));
+              absl::StrCat("invalid YAML at ", Where(event.start_mark), ": nested deeper than ",
+                           options.max_depth, " levels"));
         }
         std::uint32_t node = new_node(map ? NodeType::kMap : NodeType::kSequence, event.start_mark);
         stream->nodes_[node].flow =
@@ -236,12 +236,7 @@ absl::StatusOr<std::unique_ptr<Stream>> Stream::Parse(absl::string_view text,
         if (!done_node.anchor.empty()) anchor_sizes[done_node.anchor] = done_node.size;
         // Everything below is in `total` already; the collection itself is not.
         total = SatAdd(total, 1);
-        if (open.empty()) {
-          stream->documents_.push_back(Node(stream.get(), done_node.node));
-        } else {
-          open.back().children.push_back(done_node.node);
-          open.back().size = SatAdd(open.back().size, done_node.size);
-        }
+        attach(done_node.node, done_node.size);
         break;
       }
       default:
@@ -253,16 +248,16 @@ absl::StatusOr<std::unique_ptr<Stream>> Stream::Parse(absl::string_view text,
   if (first_alias && total > options.max_expanded_nodes) {
     return absl::InvalidArgumentError(
         absl::StrFormat("YAML bomb: alias expansion exceeds %d nodes (first alias at %s)",
-                        options.max_expanded_nodes, Where(first_alias->line, first_alias->column)));
+                        options.max_expanded_nodes, Where(*first_alias)));
   }
   if (first_alias || first_anchor) {
-    const Mark& mark = first_alias ? *first_alias : *first_anchor;
-    return absl::InvalidArgumentError(absl::StrCat("YAML anchors and aliases are not supported (",
-                                                   Where(mark.line, mark.column), ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("YAML anchors and aliases are not supported (",
+                     Where(first_alias ? *first_alias : *first_anchor), ")"));
   }
   if (first_tag) {
-    return absl::InvalidArgumentError(absl::StrCat("explicit YAML tags are not supported (",
-                                                   Where(first_tag->line, first_tag->column), ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("explicit YAML tags are not supported (", Where(*first_tag), ")"));
   }
   return stream;
 }

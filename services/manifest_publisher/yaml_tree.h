@@ -23,6 +23,9 @@ struct Mark {
   int column = -1;
 };
 
+// "line L, column C", 1-based, for messages.
+std::string Where(const Mark& mark);
+
 enum class NodeType : std::uint8_t { kUndefined, kNull, kScalar, kSequence, kMap };
 
 struct ParseOptions {
