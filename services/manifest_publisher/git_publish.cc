@@ -952,6 +952,9 @@ absl::StatusOr<bool> KeepStagedObjects(Cache& cache, const git_oid& head, const 
     rc = writer->append(writer, pack.ptr, pack.size, &stats);
     if (rc == 0) rc = writer->commit(writer, &stats);
     writer->free(writer);
+    // Adds the new pack to the object database now: else the next publish's first lookup of
+    // this commit misses in every known pack and rescans objects/pack (~0.25 ms).
+    if (rc == 0) rc = git_odb_refresh(odb);
   }
   absl::Status status = rc == 0 ? absl::OkStatus() : LocalGitError("writing the cache", redact);
   git_odb_free(odb);
@@ -1470,8 +1473,10 @@ absl::StatusOr<PublishOutcome> GitPublisher::Publish(const GitTarget& target,
     std::optional<absl::StatusOr<Prepared>> prepared;
     absl::Time render_start;
     absl::Time connected;
-    // The first attempt connects on another thread while it renders on the head the cache saw
-    // last; that render stands when the remote advertises the same head (the usual case).
+    // The first attempt renders on the head the cache saw last, on another thread, while this
+    // one connects; that render stands when the remote advertises the same head (the usual
+    // case). The connection, the longer of the two, starts first: a new thread may wait a
+    // millisecond or more for a core.
     std::optional<git_oid> guess = attempt == 1 && !LocalRepositoryPath(target.url)
                                        ? CachedHead(repo, target.branch)
                                        : std::nullopt;
@@ -1479,14 +1484,13 @@ absl::StatusOr<PublishOutcome> GitPublisher::Publish(const GitTarget& target,
       absl::StatusOr<std::unique_ptr<RemoteDestination>> remote =
           RemoteDestination::Create(repo, target, redact);
       if (!remote.ok()) return remote.status();
-      absl::Status connect_status;
-      std::thread connector([&connect_status, &connected, remote = remote->get()] {
-        connect_status = remote->Connect();
-        connected = absl::Now();
+      std::thread renderer([&] {
+        render_start = absl::Now();
+        prepared = RenderOn(repo, cache->staged(), guess, render, redact, false);
       });
-      render_start = absl::Now();
-      prepared = RenderOn(repo, cache->staged(), guess, render, redact, false);
-      connector.join();
+      absl::Status connect_status = (*remote)->Connect();
+      connected = absl::Now();
+      renderer.join();
       if (!connect_status.ok()) return connect_status;
       destination = *std::move(remote);
       absl::StatusOr<std::optional<git_oid>> advertised = destination->Head();
@@ -1517,8 +1521,11 @@ absl::StatusOr<PublishOutcome> GitPublisher::Publish(const GitTarget& target,
       absl::StatusOr<std::optional<git_oid>> fetched = FetchBranch(repo, target, redact);
       if (!fetched.ok()) return fetched.status();
     }
-    if (absl::Status tracked = SetTrackingRef(repo, target.branch, head, redact); !tracked.ok()) {
-      return tracked;
+    if (!guess.has_value() || !SameHead(head, guess)) {
+      if (absl::Status tracked = SetTrackingRef(repo, target.branch, head, redact);
+          !tracked.ok()) {
+        return tracked;
+      }
     }
     if (!prepared.has_value()) {
       render_start = absl::Now();
