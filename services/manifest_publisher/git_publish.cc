@@ -1522,8 +1522,7 @@ absl::StatusOr<PublishOutcome> GitPublisher::Publish(const GitTarget& target,
       if (!fetched.ok()) return fetched.status();
     }
     if (!guess.has_value() || !SameHead(head, guess)) {
-      if (absl::Status tracked = SetTrackingRef(repo, target.branch, head, redact);
-          !tracked.ok()) {
+      if (absl::Status tracked = SetTrackingRef(repo, target.branch, head, redact); !tracked.ok()) {
         return tracked;
       }
     }
