@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "google/protobuf/util/time_util.h"
 
 namespace elfdeploy::orchestrator {
@@ -85,8 +86,13 @@ class Recorder {
     if (app == nullptr)
       return absl::InternalError(absl::StrCat("no app ", name, " in the rollout"));
     v1::Stage previous = app->stage();
+    const v1::AppRollout before = *app;
     if (change) change(*app);
     app->set_message(message);
+    // The verify loop reports every poll; only a change reaches the store.
+    if (stage == previous && google::protobuf::util::MessageDifferencer::Equals(before, *app)) {
+      return absl::OkStatus();
+    }
     if (stage != previous) {
       absl::Time now = now_();
       if (app->stage_timings_size() > 0) {

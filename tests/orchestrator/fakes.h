@@ -2,6 +2,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <optional>
 #include <set>
 #include <string>
@@ -33,6 +34,8 @@ struct Fakes final : Builder, Registry, Publisher, Cluster {
   int diagnoses_until_healthy = 2;
   std::atomic<int> diagnoses{0};
   std::optional<v1::Finding> fatal_finding;
+  // Called with the call's number as each Diagnose starts.
+  std::function<void(int)> on_diagnose;
 
   absl::StatusOr<BuildResult> Build(const DiscoveredApp& app, const std::string& tag, bool,
                                     const ProgressFn&, const CancelledFn& cancelled) override {
@@ -85,6 +88,7 @@ struct Fakes final : Builder, Registry, Publisher, Cluster {
   absl::Status Refresh(const std::string&, const std::string&) override { return absl::OkStatus(); }
   absl::StatusOr<v1::DiagnoseResponse> Diagnose(const v1::DiagnoseRequest& request) override {
     int n = ++diagnoses;
+    if (on_diagnose) on_diagnose(n);
     v1::DiagnoseResponse response;
     response.mutable_application()->set_sync_revision(n >= 2 ? request.expected_revision() : "old");
     for (const auto& [app, digest] : request.expected_digests()) {

@@ -124,6 +124,22 @@ TEST_F(RunnerTest, HappyPathPinsDigestsPublishesOnceAndVerifies) {
   EXPECT_EQ(events->back().state().state(), v1::ROLLOUT_STATE_SUCCEEDED);
 }
 
+TEST_F(RunnerTest, PollsThatChangeNothingDoNotRewriteTheRecord) {
+  std::string id = Create(Request());
+  fakes_.diagnoses_until_healthy = 8;      // Diagnose answers the same from its 3rd to 8th call
+  std::map<int, std::string> update_time;  // the stored record's, as each call starts
+  fakes_.on_diagnose = [&](int n) {
+    absl::StatusOr<v1::Rollout> stored = store_->Get(id);
+    ASSERT_TRUE(stored.ok()) << stored.status();
+    update_time[n] = google::protobuf::util::TimeUtil::ToString(stored->update_time());
+  };
+  v1::Rollout rollout = Run(id);
+  EXPECT_EQ(rollout.state(), v1::ROLLOUT_STATE_SUCCEEDED) << rollout.message();
+  EXPECT_NE(update_time[2], update_time[3]) << "the 2nd answer synced the commit: VERIFYING";
+  EXPECT_EQ(update_time[3], update_time[9]) << "the 3rd to 8th answers changed nothing";
+  EXPECT_NE(update_time[9], update_time[10]) << "the 9th answer found the pods ready";
+}
+
 TEST_F(RunnerTest, AFatalFindingFailsAtOnceWithTheFinding) {
   fakes_.diagnoses_until_healthy = 1000;
   v1::Finding finding;
