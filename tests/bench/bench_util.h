@@ -1,6 +1,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdio>
 #include <string>
 #include <utility>
 #include <vector>
@@ -30,5 +31,21 @@ struct Exit {
 // from spawn to exit (waitpid blocks, so the time has no polling slack).
 absl::StatusOr<Exit> RunTimed(const std::vector<std::string>& argv, const Env& env,
                               const std::string& log_path);
+
+// Sets `bench` up, runs it and prints its table and how to reproduce it; the process's exit code
+// (1 with the error on stderr when a step failed).
+template <typename Bench>
+int RunAndReport(Bench& bench, const std::string& command) {
+  absl::Status status = bench.Setup();
+  if (status.ok()) status = bench.Run();
+  if (!status.ok()) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "FAILED: %s\n", status.ToString().c_str());
+    return 1;
+  }
+  bench.PrintTable();
+  std::printf("reproduce: %s\n", command.c_str());
+  return 0;
+}
 
 }  // namespace elfdeploy::testing

@@ -844,16 +844,7 @@ int Main(const char* argv0) {
     std::printf("note: below issue 4 item 11's app (>= 2,000 files, >= 50 MB)\n");
   }
   Bench bench(files, mb, repeat);
-  absl::Status status = bench.Setup();
-  if (status.ok()) status = bench.Run();
-  if (!status.ok()) {
-    std::fflush(stdout);
-    std::fprintf(stderr, "FAILED: %s\n", status.ToString().c_str());
-    return 1;
-  }
-  bench.PrintTable();
-  std::printf("reproduce: %s\n", command.c_str());
-  return 0;
+  return RunAndReport(bench, command);
 }
 
 }  // namespace

@@ -731,16 +731,7 @@ int Main(const char* argv0) {
               std::thread::hardware_concurrency(), work_dir.c_str(), FileSystem(work_dir).c_str());
   if (apps < 500) std::printf("note: below issue 5 item 9's 500 apps\n");
   Bench bench(apps, repeat);
-  absl::Status status = bench.Setup();
-  if (status.ok()) status = bench.Run();
-  if (!status.ok()) {
-    std::fflush(stdout);
-    std::fprintf(stderr, "FAILED: %s\n", status.ToString().c_str());
-    return 1;
-  }
-  bench.PrintTable();
-  std::printf("reproduce: %s\n", command.c_str());
-  return 0;
+  return RunAndReport(bench, command);
 }
 
 }  // namespace

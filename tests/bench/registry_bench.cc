@@ -415,16 +415,7 @@ int Main(const char* argv0) {
     std::printf("note: below issue 3 item 7's image (>= 5 layers, >= 100 MB)\n");
   }
   Bench bench(layers, layer_mb, repeat);
-  absl::Status status = bench.Setup();
-  if (status.ok()) status = bench.Run();
-  if (!status.ok()) {
-    std::fflush(stdout);
-    std::fprintf(stderr, "FAILED: %s\n", status.ToString().c_str());
-    return 1;
-  }
-  bench.PrintTable();
-  std::printf("reproduce: %s\n", command.c_str());
-  return 0;
+  return RunAndReport(bench, command);
 }
 
 }  // namespace
