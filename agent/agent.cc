@@ -18,14 +18,13 @@
 #include "agent/kube/informer.h"
 #include "agent/link.h"
 #include "agent/requests.h"
-#include "google/protobuf/util/time_util.h"
 #include "prometheus/counter.h"
 #include "prometheus/gauge.h"
+#include "services/common/proto_time.h"
 
 namespace elfdeploy {
 namespace {
 
-using google::protobuf::util::TimeUtil;
 using json = nlohmann::json;
 
 constexpr char kVersion[] = "0.1.0";
@@ -176,8 +175,7 @@ class Agent final : public Component {
         return;
       }
       v1::AgentEvent event;
-      *event.mutable_observed_time() =
-          TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(absl::Now()));
+      *event.mutable_observed_time() = ToTimestamp(absl::Now());
       v1::ObjectChange* out = event.mutable_change();
       out->set_type(change == agent::Change::kAdded      ? v1::CHANGE_TYPE_ADDED
                     : change == agent::Change::kModified ? v1::CHANGE_TYPE_MODIFIED
@@ -193,8 +191,7 @@ class Agent final : public Component {
       // A list of thousands of objects leaves freed pages behind; give them back.
       malloc_trim(0);
       v1::AgentEvent event;
-      *event.mutable_observed_time() =
-          TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(absl::Now()));
+      *event.mutable_observed_time() = ToTimestamp(absl::Now());
       v1::AgentSnapshotComplete* done = event.mutable_snapshot_complete();
       done->set_kind(watched.kind);
       done->set_namespace_(watched.ns);

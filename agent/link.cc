@@ -19,13 +19,11 @@
 #include "elfdeploy/v1/agent_link.grpc.pb.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
-#include "google/protobuf/util/time_util.h"
 #include "services/common/grpc_status.h"
+#include "services/common/proto_time.h"
 
 namespace elfdeploy::agent {
 namespace {
-
-using google::protobuf::util::TimeUtil;
 
 constexpr uint64_t kTrimAfterEvents = 4096;
 
@@ -39,9 +37,7 @@ absl::StatusOr<std::string> ReadPem(const std::string& path, const char* what) {
   return text.str();
 }
 
-google::protobuf::Timestamp Now() {
-  return TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(absl::Now()));
-}
+google::protobuf::Timestamp Now() { return ToTimestamp(absl::Now()); }
 
 // The link's stream carries raw bytes: event batches are assembled from the events' encodings
 // in the buffer (see EncodedEvents); every other message is serialized as usual.

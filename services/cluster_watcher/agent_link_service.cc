@@ -8,17 +8,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/notification.h"
-#include "google/protobuf/util/time_util.h"
 #include "services/common/grpc_status.h"
+#include "services/common/proto_time.h"
 
 namespace elfdeploy::watcher {
 namespace {
-
-using google::protobuf::util::TimeUtil;
-
-google::protobuf::Timestamp ToTimestamp(absl::Time t) {
-  return TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(t));
-}
 
 // Equal strings in time independent of where they differ.
 bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
@@ -328,8 +322,7 @@ grpc::Status AgentLinkService::Connect(
       if (metrics_.lag) {
         absl::Time now = absl::Now();
         for (const v1::AgentEvent& event : events) {
-          absl::Time observed =
-              absl::FromUnixNanos(TimeUtil::TimestampToNanoseconds(event.observed_time()));
+          absl::Time observed = FromTimestamp(event.observed_time());
           metrics_.lag(std::max(0.0, absl::ToDoubleSeconds(now - observed)));
         }
       }

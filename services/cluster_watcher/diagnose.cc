@@ -16,6 +16,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "google/protobuf/timestamp.pb.h"
+#include "services/common/proto_time.h"
 
 namespace elfdeploy::watcher {
 namespace {
@@ -30,21 +31,6 @@ constexpr char kHashLabel[] = "pod-template-hash";
 constexpr size_t kMaxEvidence = 50;
 constexpr size_t kMaxMessageLines = 10;
 constexpr size_t kDiscoveryEvidenceLines = 10;
-
-bool IsSet(const Timestamp& t) { return t.seconds() != 0 || t.nanos() != 0; }
-
-absl::Time FromProto(const Timestamp& t) {
-  return absl::FromUnixSeconds(t.seconds()) + absl::Nanoseconds(t.nanos());
-}
-
-Timestamp ToProto(absl::Time time) {
-  Timestamp out;
-  int64_t seconds = absl::ToUnixSeconds(time);
-  out.set_seconds(seconds);
-  out.set_nanos(
-      static_cast<int32_t>(absl::ToInt64Nanoseconds(time - absl::FromUnixSeconds(seconds))));
-  return out;
-}
 
 std::string Lower(absl::string_view text) { return absl::AsciiStrToLower(text); }
 
@@ -120,9 +106,9 @@ v1::ObjectRef Ref(absl::string_view kind, absl::string_view api_version,
 }
 
 absl::Time EventTime(const v1::KubernetesEvent& event) {
-  if (IsSet(event.last_time())) return FromProto(event.last_time());
-  if (IsSet(event.first_time())) return FromProto(event.first_time());
-  if (IsSet(event.meta().creation_time())) return FromProto(event.meta().creation_time());
+  if (IsSet(event.last_time())) return FromTimestamp(event.last_time());
+  if (IsSet(event.first_time())) return FromTimestamp(event.first_time());
+  if (IsSet(event.meta().creation_time())) return FromTimestamp(event.meta().creation_time());
   return absl::InfinitePast();
 }
 
@@ -173,14 +159,14 @@ void SetSeen(const std::vector<const v1::KubernetesEvent*>& events, v1::Finding*
   std::optional<absl::Time> first, last;
   for (const v1::KubernetesEvent* event : events) {
     absl::Time begin =
-        IsSet(event->first_time()) ? FromProto(event->first_time()) : EventTime(*event);
+        IsSet(event->first_time()) ? FromTimestamp(event->first_time()) : EventTime(*event);
     absl::Time end = EventTime(*event);
     if (begin == absl::InfinitePast()) continue;
     if (!first.has_value() || begin < *first) first = begin;
     if (!last.has_value() || end > *last) last = end;
   }
-  if (first.has_value()) *finding->mutable_first_seen_time() = ToProto(*first);
-  if (last.has_value()) *finding->mutable_last_seen_time() = ToProto(*last);
+  if (first.has_value()) *finding->mutable_first_seen_time() = ToTimestamp(*first);
+  if (last.has_value()) *finding->mutable_last_seen_time() = ToTimestamp(*last);
 }
 
 bool IsPullFailure(absl::string_view reason) {
@@ -425,8 +411,9 @@ class Diagnoser {
         request_(request),
         deps_(deps),
         now_(deps.now ? deps.now() : absl::Now()),
-        since_(request.has_since_time() ? std::optional<absl::Time>(FromProto(request.since_time()))
-                                        : std::nullopt),
+        since_(request.has_since_time()
+                   ? std::optional<absl::Time>(FromTimestamp(request.since_time()))
+                   : std::nullopt),
         events_(snapshot.events, since_) {}
 
   absl::StatusOr<v1::DiagnoseResponse> Run();
@@ -698,7 +685,7 @@ void Diagnoser::DiagnoseApplication(const v1::Application& application) {
   if (operation.phase() == v1::OPERATION_PHASE_FAILED ||
       operation.phase() == v1::OPERATION_PHASE_ERROR) {
     bool stale = since_.has_value() && IsSet(operation.finished_time()) &&
-                 FromProto(operation.finished_time()) < *since_;
+                 FromTimestamp(operation.finished_time()) < *since_;
     if (!stale) {
       std::string lower = Lower(operation.message());
       std::string reason = !MissingNamespace(operation.message()).empty() ? "NamespaceMissing"
@@ -857,7 +844,8 @@ void Diagnoser::CrashLoop(const Workload& workload, const v1::Pod& pod,
                           const v1::ContainerStateTerminated& termination) {
   std::string reason = termination.reason().empty() ? "CrashLoopBackOff" : termination.reason();
   bool has_finish = IsSet(termination.finished_time());
-  absl::Time finished = has_finish ? FromProto(termination.finished_time()) : absl::InfinitePast();
+  absl::Time finished =
+      has_finish ? FromTimestamp(termination.finished_time()) : absl::InfinitePast();
 
   v1::Severity severity = v1::SEVERITY_ERROR;
   std::string state;
@@ -867,7 +855,7 @@ void Diagnoser::CrashLoop(const Workload& workload, const v1::Pod& pod,
   if (status.ready() && status.restart_count() < kRestartsOfALoop) {
     absl::Time restarted =
         status.state().has_running() && IsSet(status.state().running().started_time())
-            ? FromProto(status.state().running().started_time())
+            ? FromTimestamp(status.state().running().started_time())
             : now_;
     bool quick = has_finish && restarted - finished <= deps_.crash_tolerance;
     severity = quick ? v1::SEVERITY_INFO : v1::SEVERITY_WARNING;
@@ -947,10 +935,10 @@ void Diagnoser::CrashLoop(const Workload& workload, const v1::Pod& pod,
   }
   SetSeen(backoffs, finding);
   if (has_finish) {
-    if (!finding->has_first_seen_time() || FromProto(finding->first_seen_time()) > finished) {
+    if (!finding->has_first_seen_time() || FromTimestamp(finding->first_seen_time()) > finished) {
       *finding->mutable_first_seen_time() = termination.finished_time();
     }
-    if (!finding->has_last_seen_time() || FromProto(finding->last_seen_time()) < finished) {
+    if (!finding->has_last_seen_time() || FromTimestamp(finding->last_seen_time()) < finished) {
       *finding->mutable_last_seen_time() = termination.finished_time();
     }
   }
@@ -1010,7 +998,8 @@ void Diagnoser::DiagnoseContainer(const Workload& workload, const v1::Pod& pod,
     if (status.restart_count() == 0 && !state.has_terminated()) termination = nullptr;
   }
   if (termination != nullptr && !looping && since_.has_value() &&
-      IsSet(termination->finished_time()) && FromProto(termination->finished_time()) < *since_) {
+      IsSet(termination->finished_time()) &&
+      FromTimestamp(termination->finished_time()) < *since_) {
     termination = nullptr;  // an old crash
   }
   if (looping || termination != nullptr) {
@@ -1306,7 +1295,7 @@ v1::WorkloadStatus Diagnoser::DiagnoseWorkload(const Workload& workload) {
         groups.try_emplace(PodHash(*pod), false, absl::InfinitePast()).first->second;
     template_match = template_match || RunsTemplate(*pod, deployment);
     if (IsSet(pod->meta().creation_time())) {
-      newest = std::max(newest, FromProto(pod->meta().creation_time()));
+      newest = std::max(newest, FromTimestamp(pod->meta().creation_time()));
     }
   }
   std::optional<std::string> current;
@@ -1364,7 +1353,7 @@ absl::StatusOr<v1::DiagnoseResponse> Diagnoser::Run() {
   }
   v1::DiagnoseResponse response;
   response.set_cluster(snapshot_.cluster.name());
-  *response.mutable_evaluated_time() = ToProto(now_);
+  *response.mutable_evaluated_time() = ToTimestamp(now_);
 
   const v1::Application* application = nullptr;
   if (!request_.application().empty()) {

@@ -26,6 +26,7 @@
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "services/common/log.h"
+#include "services/common/proto_time.h"
 
 // The change log ("changes.log"): an 8-byte magic, then frames of
 //   u32 little-endian payload length | u32 little-endian zlib crc32 of the payload | payload
@@ -56,20 +57,6 @@ constexpr size_t kKinds = 5;  // indexed by v1::ObjectKind
 using ChangePtr = std::shared_ptr<const v1::WatchChange>;
 using Key = std::pair<std::string, std::string>;  // namespace, name
 using ObjectMap = std::map<Key, ChangePtr>;
-
-google::protobuf::Timestamp ToProto(absl::Time time) {
-  const int64_t nanos = absl::ToUnixNanos(time);
-  google::protobuf::Timestamp out;
-  int64_t seconds = nanos / 1000000000;
-  int64_t rest = nanos % 1000000000;
-  if (rest < 0) {
-    rest += 1000000000;
-    --seconds;
-  }
-  out.set_seconds(seconds);
-  out.set_nanos(static_cast<int32_t>(rest));
-  return out;
-}
 
 v1::ObjectKind KindOf(const v1::ClusterObject& object) {
   switch (object.object_case()) {
@@ -975,7 +962,7 @@ absl::StatusOr<uint64_t> Core::Connected(const v1::AgentHello& hello, const std:
     cluster->set_agent_version(hello.agent_version());
     cluster->set_kubernetes_version(hello.kubernetes_version());
     cluster->set_peer(peer);
-    *cluster->mutable_connected_time() = ToProto(now);
+    *cluster->mutable_connected_time() = ToTimestamp(now);
   }
   absl::Status written = AppendLocked({record});
   if (!written.ok()) return written;
@@ -984,7 +971,7 @@ absl::StatusOr<uint64_t> Core::Connected(const v1::AgentHello& hello, const std:
   ClusterData& data = clusters_[hello.cluster()];
   data.info.set_state(v1::CONNECTION_STATE_CONNECTED);
   data.info.clear_disconnect_reason();
-  *data.info.mutable_last_seen_time() = ToProto(now);
+  *data.info.mutable_last_seen_time() = ToTimestamp(now);
   NotifyClusterStateLocked(data);
   return acked;
 }
@@ -1005,7 +992,7 @@ void Core::Seen(const std::string& cluster) {
   const absl::Time now = Now();
   absl::MutexLock lock(&mu_);
   auto it = clusters_.find(cluster);
-  if (it != clusters_.end()) *it->second.info.mutable_last_seen_time() = ToProto(now);
+  if (it != clusters_.end()) *it->second.info.mutable_last_seen_time() = ToTimestamp(now);
 }
 
 absl::StatusOr<uint64_t> Core::Apply(const std::string& cluster, uint64_t epoch,
@@ -1040,7 +1027,7 @@ absl::StatusOr<uint64_t> Core::Apply(const std::string& cluster, uint64_t epoch,
     uint64_t next_sequence = latest_sequence_ + 1;
     // Objects changed earlier in this batch: true when present after the change.
     std::map<std::pair<int, Key>, bool> touched;
-    const google::protobuf::Timestamp received = ToProto(now);
+    const google::protobuf::Timestamp received = ToTimestamp(now);
     auto add_change = [&](const v1::AgentEvent& event, v1::ObjectChange change) {
       v1::WatchResponse record;
       v1::WatchChange* out = record.mutable_change();
@@ -1121,7 +1108,7 @@ absl::StatusOr<uint64_t> Core::Apply(const std::string& cluster, uint64_t epoch,
     absl::MutexLock lock(&mu_);
     for (v1::WatchResponse& record : records) ApplyRecordLocked(&record);
     auto it = clusters_.find(cluster);
-    if (it != clusters_.end()) *it->second.info.mutable_last_seen_time() = ToProto(now);
+    if (it != clusters_.end()) *it->second.info.mutable_last_seen_time() = ToTimestamp(now);
     changed_.SignalAll();
   }
   MaybeCompactLocked();

@@ -25,6 +25,7 @@
 #include "elfdeploy/v1/cluster_watcher.grpc.pb.h"
 #include "elfdeploy/v1/orchestrator.grpc.pb.h"
 #include "services/common/client_tls.h"
+#include "services/common/proto_time.h"
 #include "services/elfctl/options.h"
 #include "services/elfctl/render.h"
 
@@ -233,7 +234,7 @@ int RunDeploy(const Options& options, Client& client) {
   const bool live = !json && isatty(STDOUT_FILENO) == 1;
   if (!json && !live) Out(absl::StrCat("rollout ", started.id(), " started\n"));
   LiveView view(started, absl::Now());
-  PlainEventPrinter printer(IsSet(started.create_time()) ? ToTime(started.create_time())
+  PlainEventPrinter printer(IsSet(started.create_time()) ? FromTimestamp(started.create_time())
                                                          : absl::Now());
   WatchFeed feed;
   std::thread watcher([&] { Watch(client.orchestrator(), started.id(), &feed); });

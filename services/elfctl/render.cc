@@ -11,6 +11,7 @@
 #include "absl/strings/str_split.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/util/json_util.h"
+#include "services/common/proto_time.h"
 #include "services/elfctl/options.h"
 
 namespace elfdeploy::elfctl {
@@ -48,7 +49,7 @@ std::string FirstLine(absl::string_view text) {
 
 std::string TimeOrDash(const google::protobuf::Timestamp& timestamp, absl::TimeZone zone) {
   if (!IsSet(timestamp)) return "-";
-  return absl::FormatTime("%Y-%m-%d %H:%M:%S", ToTime(timestamp), zone);
+  return absl::FormatTime("%Y-%m-%d %H:%M:%S", FromTimestamp(timestamp), zone);
 }
 
 // How long `rollout` ran: from its start (or creation) to its end, or to `now` while running; -1s
@@ -57,8 +58,8 @@ absl::Duration RolloutDuration(const v1::Rollout& rollout, absl::Time now) {
   const google::protobuf::Timestamp& start =
       IsSet(rollout.start_time()) ? rollout.start_time() : rollout.create_time();
   if (!IsSet(start)) return absl::Seconds(-1);
-  const absl::Time end = IsSet(rollout.end_time()) ? ToTime(rollout.end_time()) : now;
-  return std::max(absl::ZeroDuration(), end - ToTime(start));
+  const absl::Time end = IsSet(rollout.end_time()) ? FromTimestamp(rollout.end_time()) : now;
+  return std::max(absl::ZeroDuration(), end - FromTimestamp(start));
 }
 
 std::string FindingHeadline(absl::string_view app, const v1::Finding& finding) {
@@ -160,14 +161,6 @@ std::string ShortDigest(absl::string_view digest) {
 std::string ShortRevision(absl::string_view revision) {
   if (revision.empty()) return "-";
   return std::string(revision.substr(0, 7));
-}
-
-absl::Time ToTime(const google::protobuf::Timestamp& timestamp) {
-  return absl::FromUnixSeconds(timestamp.seconds()) + absl::Nanoseconds(timestamp.nanos());
-}
-
-bool IsSet(const google::protobuf::Timestamp& timestamp) {
-  return timestamp.seconds() != 0 || timestamp.nanos() != 0;
 }
 
 std::string RenderTable(const std::vector<std::vector<std::string>>& rows) {
@@ -325,7 +318,7 @@ absl::StatusOr<std::string> ToJson(const google::protobuf::Message& message) {
 }
 
 std::string PlainEventPrinter::Line(const v1::WatchRolloutResponse& event, absl::Time now) {
-  const absl::Time at = IsSet(event.event_time()) ? ToTime(event.event_time()) : now;
+  const absl::Time at = IsSet(event.event_time()) ? FromTimestamp(event.event_time()) : now;
   const std::string when = start_ == absl::InfinitePast() ? HumanDuration(absl::ZeroDuration())
                                                           : HumanDuration(at - start_);
   switch (event.event_case()) {
@@ -371,7 +364,7 @@ std::string PlainEventPrinter::Line(const v1::WatchRolloutResponse& event, absl:
 }
 
 LiveView::LiveView(const v1::Rollout& rollout, absl::Time now) : rollout_(rollout) {
-  start_ = IsSet(rollout.create_time()) ? std::min(now, ToTime(rollout.create_time())) : now;
+  start_ = IsSet(rollout.create_time()) ? std::min(now, FromTimestamp(rollout.create_time())) : now;
   for (const v1::AppRollout& app : rollout.apps()) {
     Row& row = RowFor(app.name());
     row.group = app.group();
@@ -391,7 +384,8 @@ LiveView::Row& LiveView::RowFor(const std::string& app) {
 }
 
 void LiveView::Apply(const v1::WatchRolloutResponse& event, absl::Time now) {
-  const absl::Time at = IsSet(event.event_time()) ? std::min(now, ToTime(event.event_time())) : now;
+  const absl::Time at =
+      IsSet(event.event_time()) ? std::min(now, FromTimestamp(event.event_time())) : now;
   switch (event.event_case()) {
     case v1::WatchRolloutResponse::kAppStage: {
       const v1::AppStageChange& change = event.app_stage();
@@ -405,10 +399,10 @@ void LiveView::Apply(const v1::WatchRolloutResponse& event, absl::Time now) {
       if (status.stage_timings_size() > 0) {
         const v1::StageTiming& last = status.stage_timings(status.stage_timings_size() - 1);
         if (last.stage() == change.stage() && IsSet(last.start_time())) {
-          row.stage_start = std::min(now, ToTime(last.start_time()));
+          row.stage_start = std::min(now, FromTimestamp(last.start_time()));
         }
         if (IsSet(status.stage_timings(0).start_time())) {
-          row.first_start = std::min(now, ToTime(status.stage_timings(0).start_time()));
+          row.first_start = std::min(now, FromTimestamp(status.stage_timings(0).start_time()));
         }
       }
       if (row.first_start == absl::InfinitePast()) row.first_start = row.stage_start;
@@ -440,7 +434,7 @@ void LiveView::Apply(const v1::WatchRolloutResponse& event, absl::Time now) {
       if (!change.message().empty()) rollout_.set_message(change.message());
       if (IsTerminal(change.state())) {
         end_ = IsSet(change.rollout().end_time())
-                   ? std::min(now, ToTime(change.rollout().end_time()))
+                   ? std::min(now, FromTimestamp(change.rollout().end_time()))
                    : at;
       }
       break;

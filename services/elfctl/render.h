@@ -45,9 +45,6 @@ std::string ShortDigest(absl::string_view digest);
 // First 7 characters; "-" when empty.
 std::string ShortRevision(absl::string_view revision);
 
-absl::Time ToTime(const google::protobuf::Timestamp& timestamp);
-bool IsSet(const google::protobuf::Timestamp& timestamp);
-
 // Rows (the first is the header) as columns separated by two spaces, trailing spaces trimmed.
 std::string RenderTable(const std::vector<std::vector<std::string>>& rows);
 

@@ -14,6 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "google/protobuf/util/message_differencer.h"
+#include "services/common/proto_time.h"
 
 namespace elfdeploy::orchestrator {
 namespace {
@@ -163,20 +164,6 @@ void ClearEventSecrets(v1::WatchRolloutResponse* event) {
   if (event->has_state() && event->state().has_rollout()) {
     ClearRequestSecrets(event->mutable_state()->mutable_rollout()->mutable_request());
   }
-}
-
-google::protobuf::Timestamp ToProto(absl::Time time) {
-  google::protobuf::Timestamp proto;
-  const int64_t nanos = absl::ToUnixNanos(time);
-  int64_t seconds = nanos / 1'000'000'000;
-  int64_t rest = nanos % 1'000'000'000;
-  if (rest < 0) {
-    rest += 1'000'000'000;
-    --seconds;
-  }
-  proto.set_seconds(seconds);
-  proto.set_nanos(static_cast<int32_t>(rest));
-  return proto;
 }
 
 // Nanoseconds since the epoch, saturated to int64.
@@ -446,8 +433,8 @@ absl::StatusOr<std::pair<v1::Rollout, bool>> RolloutStore::Create(
   *rollout.mutable_request() = std::move(clean);
   rollout.set_state(v1::ROLLOUT_STATE_PENDING);
   for (v1::AppRollout& app : apps) *rollout.add_apps() = std::move(app);
-  *rollout.mutable_create_time() = ToProto(now);
-  *rollout.mutable_update_time() = ToProto(now);
+  *rollout.mutable_create_time() = ToTimestamp(now);
+  *rollout.mutable_update_time() = ToTimestamp(now);
 
   Stmt insert;
   if (absl::Status s = Prepare(path_, db_,
@@ -501,11 +488,11 @@ absl::StatusOr<std::vector<v1::WatchRolloutResponse>> RolloutStore::Update(
   next.set_correlation_id(stored->rollout.correlation_id());
   *next.mutable_request() = stored->rollout.request();
   *next.mutable_create_time() = stored->rollout.create_time();
-  *next.mutable_update_time() = ToProto(now);
+  *next.mutable_update_time() = ToTimestamp(now);
   if (next.state() != v1::ROLLOUT_STATE_PENDING && !next.has_start_time()) {
-    *next.mutable_start_time() = ToProto(now);
+    *next.mutable_start_time() = ToTimestamp(now);
   }
-  if (IsTerminal(next.state()) && !next.has_end_time()) *next.mutable_end_time() = ToProto(now);
+  if (IsTerminal(next.state()) && !next.has_end_time()) *next.mutable_end_time() = ToTimestamp(now);
 
   uint64_t sequence = stored->last_sequence;
   Stmt insert;
@@ -517,7 +504,7 @@ absl::StatusOr<std::vector<v1::WatchRolloutResponse>> RolloutStore::Update(
   for (v1::WatchRolloutResponse& event : events) {
     event.set_sequence(++sequence);
     event.set_rollout_id(rollout.id());
-    if (!event.has_event_time()) *event.mutable_event_time() = ToProto(now);
+    if (!event.has_event_time()) *event.mutable_event_time() = ToTimestamp(now);
     if (event.has_state() && event.state().has_rollout()) {
       // The rollout after the change, as stored: with the times filled in here.
       v1::Rollout* after = event.mutable_state()->mutable_rollout();

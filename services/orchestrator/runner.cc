@@ -19,20 +19,10 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "google/protobuf/util/message_differencer.h"
-#include "google/protobuf/util/time_util.h"
+#include "services/common/proto_time.h"
 
 namespace elfdeploy::orchestrator {
 namespace {
-
-using google::protobuf::util::TimeUtil;
-
-google::protobuf::Timestamp Stamp(absl::Time t) {
-  return TimeUtil::NanosecondsToTimestamp(absl::ToUnixNanos(t));
-}
-
-absl::Time FromStamp(const google::protobuf::Timestamp& t) {
-  return absl::FromUnixNanos(TimeUtil::TimestampToNanoseconds(t));
-}
 
 // The repository path of an image reference: registry host (a first component with '.' or ':',
 // or "localhost"), tag and digest dropped.
@@ -97,15 +87,15 @@ class Recorder {
       absl::Time now = now_();
       if (app->stage_timings_size() > 0) {
         v1::StageTiming* last = app->mutable_stage_timings(app->stage_timings_size() - 1);
-        if (!last->has_end_time()) *last->mutable_end_time() = Stamp(now);
+        if (!last->has_end_time()) *last->mutable_end_time() = ToTimestamp(now);
       }
       app->set_stage(stage);
       v1::StageTiming* timing = app->add_stage_timings();
       timing->set_stage(stage);
-      *timing->mutable_start_time() = Stamp(now);
+      *timing->mutable_start_time() = ToTimestamp(now);
       if (stage == v1::STAGE_SUCCEEDED || stage == v1::STAGE_FAILED ||
           stage == v1::STAGE_CANCELLED) {
-        *timing->mutable_end_time() = Stamp(now);
+        *timing->mutable_end_time() = ToTimestamp(now);
       }
       v1::WatchRolloutResponse event;
       v1::AppStageChange* stage_change = event.mutable_app_stage();
@@ -151,12 +141,12 @@ class Recorder {
         if (app_stage == v1::STAGE_SUCCEEDED && app.stage() != v1::STAGE_VERIFYING) continue;
         if (app.stage_timings_size() > 0) {
           v1::StageTiming* last = app.mutable_stage_timings(app.stage_timings_size() - 1);
-          if (!last->has_end_time()) *last->mutable_end_time() = Stamp(now);
+          if (!last->has_end_time()) *last->mutable_end_time() = ToTimestamp(now);
         }
         v1::StageTiming* timing = app.add_stage_timings();
         timing->set_stage(app_stage);
-        *timing->mutable_start_time() = Stamp(now);
-        *timing->mutable_end_time() = Stamp(now);
+        *timing->mutable_start_time() = ToTimestamp(now);
+        *timing->mutable_end_time() = ToTimestamp(now);
         app.set_stage(app_stage);
       }
     }
@@ -284,15 +274,15 @@ absl::Status Runner::Run(const std::string& id, const CancelledFn& cancelled,
           absl::Seconds(request.timeout().seconds()) + absl::Nanoseconds(request.timeout().nanos());
     }
     if (absl::Status s = record.Rollout([&](v1::Rollout& r) {
-          *r.mutable_start_time() = Stamp(start);
-          *r.mutable_deadline() = Stamp(start + timeout);
+          *r.mutable_start_time() = ToTimestamp(start);
+          *r.mutable_deadline() = ToTimestamp(start + timeout);
         });
         !s.ok()) {
       return s;
     }
     if (absl::Status s = record.State(v1::ROLLOUT_STATE_RUNNING, "started"); !s.ok()) return s;
   }
-  const absl::Time deadline = FromStamp(record.Snapshot().deadline());
+  const absl::Time deadline = FromTimestamp(record.Snapshot().deadline());
   auto fail = [&](const v1::Finding& finding, const std::string& message) -> absl::Status {
     if (absl::Status s = record.Finding(finding); !s.ok()) return s;
     return record.State(v1::ROLLOUT_STATE_FAILED, message);
