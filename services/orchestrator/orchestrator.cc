@@ -1,26 +1,14 @@
 #include "services/orchestrator/orchestrator.h"
 
-#include <algorithm>
 #include <utility>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "services/common/k8s_names.h"
 #include "services/common/log.h"
+#include "services/common/oci/reference.h"
 #include "services/orchestrator/discovery.h"
 
 namespace elfdeploy::orchestrator {
-namespace {
-
-// A docker tag: [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}.
-bool IsTag(const std::string& s) {
-  if (s.empty() || s.size() > 128 || s.front() == '.' || s.front() == '-') return false;
-  return std::all_of(s.begin(), s.end(), [](char c) {
-    return absl::ascii_isalnum(c) || c == '_' || c == '.' || c == '-';
-  });
-}
-
-}  // namespace
 
 Orchestrator::Orchestrator(std::unique_ptr<RolloutStore> store, Builder& builder,
                            Registry& registry, Publisher& publisher, Cluster& cluster,
@@ -132,7 +120,7 @@ absl::StatusOr<v1::Rollout> Orchestrator::Deploy(v1::DeployRequest request) {
                                                    request.destination().namespace_(),
                                                    "\" is not a DNS-1123 label"));
   }
-  if (!request.tag().empty() && !IsTag(request.tag())) {
+  if (!request.tag().empty() && !oci::IsValidTag(request.tag())) {
     return absl::InvalidArgumentError(absl::StrCat("tag \"", request.tag(), "\" is not a tag"));
   }
   absl::StatusOr<std::vector<DiscoveredApp>> apps = DiscoverApps(request);

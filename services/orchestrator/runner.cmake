@@ -9,4 +9,4 @@ target_link_libraries(orchestrator_runner
 add_library(orchestrator_core STATIC ${CMAKE_CURRENT_LIST_DIR}/orchestrator.cc)
 target_link_libraries(orchestrator_core
   PUBLIC orchestrator_runner orchestrator_store orchestrator_discovery elfdeploy_common
-  PRIVATE elfdeploy_warnings)
+  PRIVATE elfdeploy_oci elfdeploy_warnings)

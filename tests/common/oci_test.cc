@@ -102,6 +102,17 @@ INSTANTIATE_TEST_SUITE_P(
         InvalidCase{"app!", "invalid reference format"},
         InvalidCase{"reg.example.com:port/app", "invalid reference format"}));
 
+TEST(TagTest, FollowsDockersGrammar) {
+  for (const std::string& tag :
+       {std::string("v7"), std::string("_x"), std::string("1.2.3-rc_1"), std::string(128, 'a')}) {
+    EXPECT_TRUE(IsValidTag(tag)) << tag;
+  }
+  for (const std::string& tag : {std::string(""), std::string(".x"), std::string("-x"),
+                                 std::string("a/b"), std::string("a:b"), std::string(129, 'a')}) {
+    EXPECT_FALSE(IsValidTag(tag)) << tag;
+  }
+}
+
 TEST(TransportReferenceTest, ParsesDockerAndOciLayout) {
   absl::StatusOr<TransportReference> docker = ParseTransportReference("docker://nginx");
   ASSERT_TRUE(docker.ok()) << docker.status();

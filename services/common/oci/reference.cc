@@ -1,5 +1,6 @@
 #include "services/common/oci/reference.h"
 
+#include <algorithm>
 #include <regex>
 
 #include "absl/status/status.h"
@@ -57,6 +58,13 @@ std::string ImageReference::Reference() const {
   return tag.empty() ? "latest" : tag;
 }
 
+bool IsValidTag(absl::string_view tag) {
+  if (tag.empty() || tag.size() > 128 || tag.front() == '.' || tag.front() == '-') return false;
+  return std::all_of(tag.begin(), tag.end(), [](char c) {
+    return absl::ascii_isalnum(c) || c == '_' || c == '.' || c == '-';
+  });
+}
+
 absl::StatusOr<ImageReference> ParseImageReference(absl::string_view text) {
   if (text.empty()) return Invalid(text, "repository name must have at least one component");
   if (IsHexIdentifier(text)) {
@@ -91,7 +99,7 @@ absl::StatusOr<ImageReference> ParseImageReference(absl::string_view text) {
     size_t colon = before_digest.rfind(':');
     if (colon != absl::string_view::npos && colon > before_digest.rfind('/')) {
       std::string tag(before_digest.substr(colon + 1));
-      if (!std::regex_match(tag, std::regex(kTag))) {
+      if (!IsValidTag(tag)) {
         return Invalid(text, absl::StrCat("invalid tag \"", tag,
                                           "\" (at most 128 of [A-Za-z0-9_.-], not starting with "
                                           "'.' or '-')"));

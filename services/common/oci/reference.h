@@ -28,6 +28,9 @@ struct ImageReference {
   bool operator==(const ImageReference&) const = default;
 };
 
+// A Docker tag: 1 to 128 of [A-Za-z0-9_.-], not starting with '.' or '-'.
+bool IsValidTag(absl::string_view tag);
+
 // Parses a Docker image reference. INVALID_ARGUMENT names the problem: empty name, upper-case
 // repository, name longer than 255 characters, bad tag (at most 128 of [A-Za-z0-9_.-], not
 // starting with '.' or '-'), bad digest, a 64-hex identifier used as a name, bad format.
