@@ -57,19 +57,13 @@ void BindClusterWatcherConfig(ConfigBinder& binder, ClusterWatcherOptions* optio
 ClusterWatcherServiceImpl::ClusterWatcherServiceImpl(std::shared_ptr<watcher::ClusterState> state,
                                                      absl::Duration watch_heartbeat,
                                                      watcher::AgentHub* hub,
-                                                     ClusterWatcherOptions options)
+                                                     ClusterWatcherOptions options,
+                                                     std::shared_ptr<grpc::Channel> registry_sync)
     : state_(std::move(state)),
       watch_heartbeat_(watch_heartbeat),
       hub_(hub),
-      options_(std::move(options)) {
-  if (!options_.registry_sync_addr.empty()) {
-    // Validated by MakeClusterWatcherServices; should a file vanish since, Diagnose goes without.
-    absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
-        ClientCredentials(options_.registry_sync_tls);
-    if (credentials.ok())
-      registry_sync_ = grpc::CreateChannel(options_.registry_sync_addr, *credentials);
-  }
-}
+      options_(std::move(options)),
+      registry_sync_(std::move(registry_sync)) {}
 
 grpc::Status ClusterWatcherServiceImpl::ListClusters(grpc::ServerContext* /*context*/,
                                                      const v1::ListClustersRequest* request,
@@ -403,11 +397,15 @@ absl::StatusOr<std::unique_ptr<ClusterWatcherComponent>> MakeClusterWatcherServi
         "no agent token configured (watcher.agent_token or watcher.agent_token_file): "
         "every agent will be refused");
   }
-  if (absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
-          ClientCredentials(options.registry_sync_tls);
-      !credentials.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("watcher.registry_sync_tls_*: ", credentials.status().message()));
+  std::shared_ptr<grpc::Channel> registry_sync;
+  if (!options.registry_sync_addr.empty()) {
+    absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+        ClientCredentials(options.registry_sync_tls);
+    if (!credentials.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("watcher.registry_sync_tls_*: ", credentials.status().message()));
+    }
+    registry_sync = grpc::CreateChannel(options.registry_sync_addr, *credentials);
   }
   watcher::ClusterState::Options state_options;
   state_options.data_dir = options.data_dir;
@@ -462,9 +460,10 @@ absl::StatusOr<std::unique_ptr<ClusterWatcherComponent>> MakeClusterWatcherServi
       std::make_unique<watcher::AgentLinkService>(*component->state(), link_options, link_metrics);
   watcher::AgentLinkService* hub = link.get();
   component->set_link(hub);
-  component->Add(v1::ClusterWatcherService::service_full_name(),
-                 std::make_unique<ClusterWatcherServiceImpl>(
-                     component->state(), options.watch_heartbeat, hub, options));
+  component->Add(
+      v1::ClusterWatcherService::service_full_name(),
+      std::make_unique<ClusterWatcherServiceImpl>(component->state(), options.watch_heartbeat, hub,
+                                                  options, std::move(registry_sync)));
   component->Add(v1::AgentLinkService::service_full_name(), std::move(link));
   return component;
 }

@@ -59,10 +59,12 @@ void BindClusterWatcherConfig(ConfigBinder& binder, ClusterWatcherOptions* optio
 class ClusterWatcherServiceImpl final : public v1::ClusterWatcherService::Service {
  public:
   // `watch_heartbeat`: a Watch stream idle this long gets a WatchHeartbeat. `hub` (may be null:
-  // agent-carried RPCs answer UNAVAILABLE) must outlive the service.
+  // agent-carried RPCs answer UNAVAILABLE) must outlive the service. `registry_sync` (may be
+  // null: Diagnose does not ask whether images exist) reaches RegistrySyncService.
   ClusterWatcherServiceImpl(std::shared_ptr<watcher::ClusterState> state,
                             absl::Duration watch_heartbeat, watcher::AgentHub* hub = nullptr,
-                            ClusterWatcherOptions options = {});
+                            ClusterWatcherOptions options = {},
+                            std::shared_ptr<grpc::Channel> registry_sync = nullptr);
 
   grpc::Status ListClusters(grpc::ServerContext* context, const v1::ListClustersRequest* request,
                             v1::ListClustersResponse* response) override;
@@ -101,7 +103,7 @@ class ClusterWatcherServiceImpl final : public v1::ClusterWatcherService::Servic
   const absl::Duration watch_heartbeat_;
   watcher::AgentHub* const hub_;
   const ClusterWatcherOptions options_;
-  std::shared_ptr<grpc::Channel> registry_sync_;
+  const std::shared_ptr<grpc::Channel> registry_sync_;
 };
 
 namespace internal {
