@@ -2,7 +2,7 @@
 # scraping the whole stack.
 add_executable(observability_test integration/observability_test.cc)
 target_link_libraries(observability_test PRIVATE
-  elfdeploy_test_support elfdeploy_test_images elfdeploy_test_harness elfdeploy_oci
+  elfdeploy_test_stack elfdeploy_test_support elfdeploy_test_harness elfdeploy_oci
   elfdeploy_common elfdeploy_proto nlohmann_json::nlohmann_json yaml-cpp GTest::gmock
   GTest::gtest_main elfdeploy_warnings)
 target_compile_definitions(observability_test PRIVATE ELFDEPLOY_SOURCE_DIR="${PROJECT_SOURCE_DIR}")

@@ -13,7 +13,7 @@ gtest_discover_tests(orchestrator_grpc_stages_test DISCOVERY_TIMEOUT 60
 # Deploy end to end: every service real, kubesim as the cluster.
 add_executable(deploy_e2e_test integration/deploy_e2e_test.cc)
 target_link_libraries(deploy_e2e_test PRIVATE
-  elfdeploy_test_support elfdeploy_test_images elfdeploy_test_harness elfdeploy_oci
+  elfdeploy_test_stack elfdeploy_test_support elfdeploy_test_harness elfdeploy_oci
   elfdeploy_common elfdeploy_proto nlohmann_json::nlohmann_json GTest::gmock GTest::gtest_main
   elfdeploy_warnings)
 target_compile_definitions(deploy_e2e_test PRIVATE ELFDEPLOY_SOURCE_DIR="${PROJECT_SOURCE_DIR}")

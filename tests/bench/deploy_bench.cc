@@ -24,131 +24,18 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
 #include "elfdeploy/v1/orchestrator.grpc.pb.h"
-#include "google/protobuf/util/time_util.h"
+#include "services/common/proto_time.h"
 #include "tests/bench/bench_util.h"
 #include "tests/harness/peers.h"
 #include "tests/harness/process.h"
 #include "tests/harness/temp_dir.h"
-#include "tests/support/oci_image.h"
-#include "tests/support/service_process.h"
+#include "tests/support/stack.h"
 
 ABSL_FLAG(int, apps, 20, "apps deployed in the one rollout (3 of every 4 teams, the rest MCPs)");
 ABSL_FLAG(std::string, settle, "1s", "orchestrator.settle: how long an app must stay ready");
 
 namespace elfdeploy::testing {
 namespace {
-
-using google::protobuf::util::TimeUtil;
-
-constexpr char kToken[] = "deploy-bench-token";
-
-absl::Time At(const google::protobuf::Timestamp& t) {
-  return absl::FromUnixNanos(TimeUtil::TimestampToNanoseconds(t));
-}
-
-struct Stack {
-  TempDir dir;
-  std::unique_ptr<RegistryFixture> registry = {};
-  std::unique_ptr<GitDaemonFixture> git = {};
-  std::unique_ptr<ChildProcess> kubesim = {};
-  std::vector<std::unique_ptr<ServiceProcess>> services = {};
-  std::unique_ptr<v1::OrchestratorService::Stub> stub = {};
-};
-
-absl::Status Fail(absl::string_view what, const absl::Status& status) {
-  return absl::Status(status.code(), absl::StrCat(what, ": ", status.message()));
-}
-
-absl::StatusOr<std::unique_ptr<Stack>> StartStack(const std::string& settle) {
-  absl::StatusOr<TempDir> dir = TempDir::Create("deploy-bench-");
-  if (!dir.ok()) return dir.status();
-  auto stack = std::unique_ptr<Stack>(new Stack{*std::move(dir)});
-  absl::StatusOr<std::unique_ptr<RegistryFixture>> registry = RegistryFixture::Start({});
-  if (!registry.ok()) return Fail("registry", registry.status());
-  stack->registry = *std::move(registry);
-  absl::StatusOr<std::unique_ptr<GitDaemonFixture>> git = GitDaemonFixture::Start();
-  if (!git.ok()) return Fail("git daemon", git.status());
-  stack->git = *std::move(git);
-  if (absl::StatusOr<std::string> repo = stack->git->CreateBareRepo("gitops"); !repo.ok()) {
-    return repo.status();
-  }
-
-  // The base image every app builds FROM.
-  if (absl::StatusOr<TestImage> base = WriteTestImage(stack->dir.Join("base"), "3.11", {4096}, 7);
-      !base.ok()) {
-    return base.status();
-  }
-  if (absl::Status pushed =
-          PushLayoutImage(stack->dir.Join("base"), "3.11",
-                          absl::StrCat(stack->registry->host(), "/elf/python-base:3.11"));
-      !pushed.ok()) {
-    return Fail("seeding the base image", pushed);
-  }
-
-  absl::StatusOr<std::unique_ptr<ChildProcess>> kubesim = ChildProcess::Start(
-      {.argv = {BinaryPath("elfdeploy-kubesim"), "--listen_addr=127.0.0.1:0",
-                "--gitops_repo=" + stack->git->url("gitops"), "--gitops_prefix=elf-automations",
-                "--container_start_delay=100ms"},
-       .log_path = stack->dir.Join("kubesim.log")});
-  if (!kubesim.ok()) return kubesim.status();
-  stack->kubesim = *std::move(kubesim);
-  std::string line;
-  if (absl::Status s = stack->kubesim->WaitForLogLine("msg=serving", absl::Seconds(30), &line);
-      !s.ok()) {
-    return s;
-  }
-  std::string kubeconfig = stack->dir.Join("kubeconfig");
-  if (absl::Status s = WriteKubeconfig(kubeconfig, LogfmtValue(line, "url")); !s.ok()) {
-    return s;
-  }
-
-  auto start = [&](ServiceProcessOptions options) -> absl::StatusOr<ServiceProcess*> {
-    std::string binary = options.binary;
-    absl::StatusOr<std::unique_ptr<ServiceProcess>> service = ServiceProcess::Start(options);
-    if (!service.ok()) return Fail(binary, service.status());
-    stack->services.push_back(*std::move(service));
-    return stack->services.back().get();
-  };
-  absl::StatusOr<ServiceProcess*> builder =
-      start({.binary = "elfdeploy-builder",
-             .env = {{"ELFDEPLOY_BUILDER_STORE_DIR", stack->dir.Join("store")}}});
-  absl::StatusOr<ServiceProcess*> registry_sync = start({.binary = "elfdeploy-registry-sync"});
-  absl::StatusOr<ServiceProcess*> publisher =
-      start({.binary = "elfdeploy-manifest-publisher",
-             .env = {{"ELFDEPLOY_PUBLISHER_CACHE_DIR", stack->dir.Join("cache")}}});
-  if (!builder.ok()) return builder.status();
-  if (!registry_sync.ok()) return registry_sync.status();
-  if (!publisher.ok()) return publisher.status();
-  absl::StatusOr<ServiceProcess*> watcher =
-      start({.binary = "elfdeploy-cluster-watcher",
-             .env = {{"ELFDEPLOY_WATCHER_DATA_DIR", stack->dir.Join("watcher")},
-                     {"ELFDEPLOY_WATCHER_AGENT_TOKEN", kToken},
-                     {"ELFDEPLOY_WATCHER_REGISTRY_SYNC_ADDR", (*registry_sync)->grpc_addr()}}});
-  if (!watcher.ok()) return watcher.status();
-  absl::StatusOr<ServiceProcess*> agent =
-      start({.binary = "elfdeploy-agent",
-             .env = {{"ELFDEPLOY_AGENT_KUBECONFIG", kubeconfig},
-                     {"ELFDEPLOY_AGENT_WATCHER_ADDR", (*watcher)->grpc_addr()},
-                     {"ELFDEPLOY_AGENT_INSECURE", "true"},
-                     {"ELFDEPLOY_AGENT_TOKEN", kToken},
-                     {"ELFDEPLOY_AGENT_CLUSTER_NAME", "sim"}},
-             .grpc = false});
-  if (!agent.ok()) return agent.status();
-  absl::StatusOr<ServiceProcess*> orchestrator =
-      start({.binary = "elfdeploy-orchestrator",
-             .env = {{"ELFDEPLOY_ORCHESTRATOR_DATA_DIR", stack->dir.Join("orchestrator")},
-                     {"ELFDEPLOY_ORCHESTRATOR_SETTLE", settle},
-                     {"DOCKER_REGISTRY", stack->registry->host()},
-                     {"GITOPS_REPO", stack->git->url("gitops")},
-                     {"ELFDEPLOY_ORCHESTRATOR_BUILDER_ADDR", (*builder)->grpc_addr()},
-                     {"ELFDEPLOY_ORCHESTRATOR_REGISTRY_SYNC_ADDR", (*registry_sync)->grpc_addr()},
-                     {"ELFDEPLOY_ORCHESTRATOR_MANIFEST_PUBLISHER_ADDR", (*publisher)->grpc_addr()},
-                     {"ELFDEPLOY_ORCHESTRATOR_CLUSTER_WATCHER_ADDR", (*watcher)->grpc_addr()}}});
-  if (!orchestrator.ok()) return orchestrator.status();
-  stack->stub = v1::OrchestratorService::NewStub(
-      grpc::CreateChannel((*orchestrator)->grpc_addr(), grpc::InsecureChannelCredentials()));
-  return stack;
-}
 
 // `apps` app folders under `root` in the seed's layout, each a small server on the base image.
 absl::Status WriteApps(const std::string& root, int apps) {
@@ -213,12 +100,17 @@ int Main(const char* argv0) {
       "it\n\n",
       std::thread::hardware_concurrency());
 
-  absl::StatusOr<std::unique_ptr<Stack>> stack = StartStack(settle);
+  absl::StatusOr<std::unique_ptr<Stack>> stack =
+      Stack::Start({.dir_prefix = "deploy-bench-",
+                    .base_layer_sizes = {4096},
+                    .base_seed = 7,
+                    .kubesim_flags = {"--container_start_delay=100ms"},
+                    .orchestrator_env = {{"ELFDEPLOY_ORCHESTRATOR_SETTLE", settle}}});
   if (!stack.ok()) {
     std::fprintf(stderr, "FAILED: %s\n", stack.status().ToString().c_str());
     return 1;
   }
-  const std::string source = (*stack)->dir.Join("apps");
+  const std::string source = (*stack)->dir().Join("apps");
   if (absl::Status s = WriteApps(source, apps); !s.ok()) {
     std::fprintf(stderr, "FAILED: %s\n", s.ToString().c_str());
     return 1;
@@ -226,13 +118,13 @@ int Main(const char* argv0) {
   v1::DeployRequest request;
   request.set_source_dir(source);
   (*request.mutable_build_args())["BASE"] =
-      absl::StrCat((*stack)->registry->host(), "/elf/python-base:3.11");
+      absl::StrCat((*stack)->registry().host(), "/elf/python-base:3.11");
   request.mutable_verify()->set_skip_discovery(true);
   request.mutable_destination()->set_no_image_pull_secret(true);
 
   grpc::ClientContext context;
   v1::DeployResponse deployed;
-  grpc::Status status = (*stack)->stub->Deploy(&context, request, &deployed);
+  grpc::Status status = (*stack)->stub().Deploy(&context, request, &deployed);
   if (!status.ok()) {
     std::fprintf(stderr, "FAILED: Deploy: %s\n", status.error_message().c_str());
     return 1;
@@ -240,7 +132,7 @@ int Main(const char* argv0) {
   grpc::ClientContext watch_context;
   v1::WatchRolloutRequest watch;
   watch.set_id(deployed.rollout().id());
-  auto reader = (*stack)->stub->WatchRollout(&watch_context, watch);
+  auto reader = (*stack)->stub().WatchRollout(&watch_context, watch);
   v1::WatchRolloutResponse event;
   while (reader->Read(&event)) {
   }
@@ -252,7 +144,7 @@ int Main(const char* argv0) {
   v1::GetRolloutRequest get;
   get.set_id(deployed.rollout().id());
   v1::GetRolloutResponse got;
-  if (grpc::Status s = (*stack)->stub->GetRollout(&get_context, get, &got); !s.ok()) {
+  if (grpc::Status s = (*stack)->stub().GetRollout(&get_context, get, &got); !s.ok()) {
     std::fprintf(stderr, "FAILED: GetRollout: %s\n", s.error_message().c_str());
     return 1;
   }
@@ -273,7 +165,7 @@ int Main(const char* argv0) {
   for (const v1::AppRollout& app : rollout.apps()) {
     for (const v1::StageTiming& t : app.stage_timings()) {
       if (!t.has_end_time() || t.stage() == v1::STAGE_SUCCEEDED) continue;
-      Interval i{At(t.start_time()), At(t.end_time())};
+      Interval i{FromTimestamp(t.start_time()), FromTimestamp(t.end_time())};
       per_stage[t.stage()].push_back(absl::ToDoubleSeconds(i.end - i.start));
       if (t.stage() == v1::STAGE_PUBLISHING) {
         last_push = std::max(last_push, i.start);
@@ -288,11 +180,12 @@ int Main(const char* argv0) {
   for (const v1::AppRollout& app : rollout.apps()) {
     for (const v1::StageTiming& t : app.stage_timings()) {
       if (t.stage() == v1::STAGE_VERIFYING) {
-        sync_delay = std::max(sync_delay, At(t.start_time()) - published);
+        sync_delay = std::max(sync_delay, FromTimestamp(t.start_time()) - published);
       }
     }
   }
-  const absl::Duration total = At(rollout.end_time()) - At(rollout.create_time());
+  const absl::Duration total =
+      FromTimestamp(rollout.end_time()) - FromTimestamp(rollout.create_time());
   const absl::Duration covered = Covered(busy);
   const double overhead =
       absl::ToDoubleSeconds(total - covered) / std::max(1e-9, absl::ToDoubleSeconds(total));

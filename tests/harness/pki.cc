@@ -7,7 +7,7 @@
 namespace elfdeploy::testing {
 
 absl::Status WriteTestPki(const std::string& dir, const std::vector<std::string>& names) {
-  std::string script = absl::StrCat(R"(set -e; cd "$1"; shift
+  std::string script = absl::StrCat(R"(set -e; mkdir -p "$1"; cd "$1"; shift
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key \
   -out ca.pem -days 2 -subj /CN=elfdeploy-test-ca 2>/dev/null
 printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' > san.ext

@@ -27,8 +27,8 @@
 #include "tests/harness/peers.h"
 #include "tests/harness/process.h"
 #include "tests/harness/temp_dir.h"
-#include "tests/support/oci_image.h"
 #include "tests/support/service_process.h"
+#include "tests/support/stack.h"
 
 namespace elfdeploy::testing {
 namespace {
@@ -37,144 +37,33 @@ using google::protobuf::util::TimeUtil;
 using json = nlohmann::json;
 using ::testing::HasSubstr;
 
-constexpr char kToken[] = "deploy-e2e-token";
-
 class DeployE2eTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    absl::StatusOr<TempDir> dir = TempDir::Create("deploy-e2e-");
-    ASSERT_TRUE(dir.ok()) << dir.status();
-    dir_.emplace(*std::move(dir));
-    absl::StatusOr<std::unique_ptr<RegistryFixture>> registry = RegistryFixture::Start({});
-    ASSERT_TRUE(registry.ok()) << registry.status();
-    registry_ = *std::move(registry);
-    absl::StatusOr<std::unique_ptr<GitDaemonFixture>> git = GitDaemonFixture::Start();
-    ASSERT_TRUE(git.ok()) << git.status();
-    git_ = *std::move(git);
-    ASSERT_TRUE(git_->CreateBareRepo("gitops").ok());
-
-    // The base image the examples build FROM, in the registry.
-    ASSERT_TRUE(WriteTestImage(dir_->Join("base"), "3.11", {2048}, 9).ok());
-    ASSERT_TRUE(PushLayoutImage(dir_->Join("base"), "3.11",
-                                absl::StrCat(registry_->host(), "/elf/python-base:3.11"))
-                    .ok());
-
-    absl::StatusOr<std::unique_ptr<ChildProcess>> kubesim = ChildProcess::Start(
-        {.argv = {BinaryPath("elfdeploy-kubesim"), "--listen_addr=127.0.0.1:0",
-                  "--gitops_repo=" + git_->url("gitops"), "--gitops_prefix=elf-automations",
-                  "--repo_poll=100ms", "--container_start_delay=50ms", "--resolve_cache_ttl=50ms"},
-         .log_path = dir_->Join("kubesim.log")});
-    ASSERT_TRUE(kubesim.ok()) << kubesim.status();
-    kubesim_ = *std::move(kubesim);
-    std::string line;
-    ASSERT_TRUE(kubesim_->WaitForLogLine("msg=serving", absl::Seconds(30), &line).ok());
-    kubesim_url_ = LogfmtValue(line, "url");
-    ASSERT_TRUE(WriteKubeconfig(dir_->Join("kubeconfig"), kubesim_url_).ok());
-
-    if (tls_) {
-      ASSERT_NO_FATAL_FAILURE(MakeCertificates());
-    }
-    // With tls_, every gRPC server serves TLS and requires a client certificate from this CA.
-    auto start = [&](ServiceProcessOptions options) {
-      if (tls_ && options.grpc) {
-        options.env.insert(options.env.end(),
-                           {{"ELFDEPLOY_SERVER_TLS_CERT_FILE", dir_->Join("tls/server.pem")},
-                            {"ELFDEPLOY_SERVER_TLS_KEY_FILE", dir_->Join("tls/server.key")},
-                            {"ELFDEPLOY_SERVER_TLS_CLIENT_CA_FILE", dir_->Join("tls/ca.pem")}});
-        options.tls_ca_file = dir_->Join("tls/ca.pem");
-        options.tls_client_cert_file = dir_->Join("tls/client.pem");
-        options.tls_client_key_file = dir_->Join("tls/client.key");
-      }
-      absl::StatusOr<std::unique_ptr<ServiceProcess>> service = ServiceProcess::Start(options);
-      EXPECT_TRUE(service.ok()) << options.binary << ": " << service.status();
-      return service.ok() ? *std::move(service) : nullptr;
-    };
-    builder_ = start({.binary = "elfdeploy-builder",
-                      .env = {{"ELFDEPLOY_BUILDER_STORE_DIR", dir_->Join("store")}}});
-    registry_sync_ = start({.binary = "elfdeploy-registry-sync"});
-    publisher_ = start({.binary = "elfdeploy-manifest-publisher",
-                        .env = {{"ELFDEPLOY_PUBLISHER_CACHE_DIR", dir_->Join("cache")}}});
-    ASSERT_TRUE(builder_ && registry_sync_ && publisher_);
-    ServiceProcessOptions watcher = {
-        .binary = "elfdeploy-cluster-watcher",
-        .env = {{"ELFDEPLOY_WATCHER_DATA_DIR", dir_->Join("watcher")},
-                {"ELFDEPLOY_WATCHER_AGENT_TOKEN", kToken},
-                {"ELFDEPLOY_WATCHER_REGISTRY_SYNC_ADDR", registry_sync_->grpc_addr()}}};
-    if (tls_) {
-      for (auto& kv : PeerTlsEnv("WATCHER_REGISTRY_SYNC_TLS")) watcher.env.push_back(kv);
-    }
-    watcher_ = start(watcher);
-    ASSERT_TRUE(watcher_);
-    ServiceProcessOptions agent = {.binary = "elfdeploy-agent",
-                                   .env = {{"ELFDEPLOY_AGENT_KUBECONFIG", dir_->Join("kubeconfig")},
-                                           {"ELFDEPLOY_AGENT_WATCHER_ADDR", watcher_->grpc_addr()},
-                                           {"ELFDEPLOY_AGENT_TOKEN", kToken},
-                                           {"ELFDEPLOY_AGENT_CLUSTER_NAME", "sim"}},
-                                   .grpc = false};
-    if (tls_) {
-      agent.env.insert(agent.env.end(),
-                       {{"ELFDEPLOY_AGENT_CA_FILE", dir_->Join("tls/ca.pem")},
-                        {"ELFDEPLOY_AGENT_CLIENT_CERT_FILE", dir_->Join("tls/client.pem")},
-                        {"ELFDEPLOY_AGENT_CLIENT_KEY_FILE", dir_->Join("tls/client.key")}});
-    } else {
-      agent.env.emplace_back("ELFDEPLOY_AGENT_INSECURE", "true");
-    }
-    agent_ = start(agent);
-    ASSERT_TRUE(agent_);
-    ASSERT_NO_FATAL_FAILURE(StartOrchestrator());
+    absl::StatusOr<std::unique_ptr<Stack>> stack =
+        Stack::Start({.dir_prefix = "deploy-e2e-",
+                      .kubesim_flags = {"--repo_poll=100ms", "--container_start_delay=50ms",
+                                        "--resolve_cache_ttl=50ms"},
+                      .tls = tls_});
+    ASSERT_TRUE(stack.ok()) << stack.status();
+    stack_ = *std::move(stack);
+    dir_ = &stack_->dir();
+    registry_ = &stack_->registry();
+    git_ = &stack_->git();
+    kubesim_url_ = stack_->kubesim_url();
+    builder_ = &stack_->builder();
+    registry_sync_ = &stack_->registry_sync();
+    publisher_ = &stack_->publisher();
+    watcher_ = &stack_->watcher();
+    orchestrator_ = &stack_->orchestrator();
+    stub_ = &stack_->stub();
   }
 
-  // Starts (or restarts, on the same data dir) the orchestrator and points stub_ at it.
+  // Restarts the orchestrator on the same data dir and points stub_ at it.
   void StartOrchestrator() {
-    ServiceProcessOptions options = {
-        .binary = "elfdeploy-orchestrator",
-        .env = {{"ELFDEPLOY_ORCHESTRATOR_DATA_DIR", dir_->Join("orchestrator")},
-                {"DOCKER_REGISTRY", registry_->host()},
-                {"GITOPS_REPO", git_->url("gitops")},
-                {"ELFDEPLOY_ORCHESTRATOR_BUILDER_ADDR", builder_->grpc_addr()},
-                {"ELFDEPLOY_ORCHESTRATOR_REGISTRY_SYNC_ADDR", registry_sync_->grpc_addr()},
-                {"ELFDEPLOY_ORCHESTRATOR_MANIFEST_PUBLISHER_ADDR", publisher_->grpc_addr()},
-                {"ELFDEPLOY_ORCHESTRATOR_CLUSTER_WATCHER_ADDR", watcher_->grpc_addr()}}};
-    std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
-    if (tls_) {
-      // TLS towards its peers with its client certificate; its own port serves TLS too.
-      for (auto& kv : PeerTlsEnv("ORCHESTRATOR_TLS")) options.env.push_back(kv);
-      options.env.insert(options.env.end(),
-                         {{"ELFDEPLOY_SERVER_TLS_CERT_FILE", dir_->Join("tls/server.pem")},
-                          {"ELFDEPLOY_SERVER_TLS_KEY_FILE", dir_->Join("tls/server.key")}});
-      options.tls_ca_file = dir_->Join("tls/ca.pem");
-      grpc::SslCredentialsOptions ssl;
-      ssl.pem_root_certs = *ReadFile(dir_->Join("tls/ca.pem"));
-      credentials = grpc::SslCredentials(ssl);
-    }
-    absl::StatusOr<std::unique_ptr<ServiceProcess>> orchestrator = ServiceProcess::Start(options);
-    ASSERT_TRUE(orchestrator.ok()) << orchestrator.status();
-    orchestrator_ = *std::move(orchestrator);
-    stub_ = v1::OrchestratorService::NewStub(
-        grpc::CreateChannel(orchestrator_->grpc_addr(), credentials));
-  }
-
-  // A CA, a server certificate for 127.0.0.1/localhost and a client certificate, in tls/.
-  void MakeCertificates() {
-    std::string script =
-        absl::StrCat("set -e; mkdir -p ", dir_->Join("tls"), "; cd ", dir_->Join("tls"), R"(
-key() { openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "$@" 2>/dev/null; }
-key -x509 -keyout ca.key -out ca.pem -days 2 -subj /CN=e2e-ca
-key -keyout server.key -out server.csr -subj /CN=localhost
-printf 'subjectAltName=DNS:localhost,IP:127.0.0.1
-' > server.ext
-openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem   -days 2 -extfile server.ext 2>/dev/null
-key -keyout client.key -out client.csr -subj /CN=elfdeploy-client
-openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem   -days 2 2>/dev/null)");
-    absl::StatusOr<CommandResult> made = RunCommand({.argv = {"/bin/sh", "-c", script}});
-    ASSERT_TRUE(made.ok() && made->exit_code == 0) << (made.ok() ? made->output : "");
-  }
-
-  // ELFDEPLOY_<prefix>_CA_FILE, _CERT_FILE, _KEY_FILE of a client dialing TLS peers.
-  std::vector<std::pair<std::string, std::string>> PeerTlsEnv(const std::string& prefix) const {
-    return {{absl::StrCat("ELFDEPLOY_", prefix, "_CA_FILE"), dir_->Join("tls/ca.pem")},
-            {absl::StrCat("ELFDEPLOY_", prefix, "_CERT_FILE"), dir_->Join("tls/client.pem")},
-            {absl::StrCat("ELFDEPLOY_", prefix, "_KEY_FILE"), dir_->Join("tls/client.key")}};
+    ASSERT_TRUE(stack_->RestartOrchestrator().ok());
+    orchestrator_ = &stack_->orchestrator();
+    stub_ = &stack_->stub();
   }
 
   bool tls_ = false;
@@ -230,16 +119,6 @@ openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out c
     return commits;
   }
 
-  void TearDown() override {
-    orchestrator_.reset();
-    agent_.reset();
-    watcher_.reset();
-    publisher_.reset();
-    registry_sync_.reset();
-    builder_.reset();
-    if (kubesim_ != nullptr) kubesim_->Stop(absl::Seconds(10)).IgnoreError();
-  }
-
   // Follows a rollout to its end; the terminal event.
   v1::WatchRolloutResponse Follow(const std::string& id) {
     grpc::ClientContext context;
@@ -255,18 +134,17 @@ openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out c
     return last;
   }
 
-  std::optional<TempDir> dir_;
-  std::unique_ptr<RegistryFixture> registry_;
-  std::unique_ptr<GitDaemonFixture> git_;
-  std::unique_ptr<ChildProcess> kubesim_;
+  std::unique_ptr<Stack> stack_;
+  TempDir* dir_ = nullptr;
+  RegistryFixture* registry_ = nullptr;
+  GitDaemonFixture* git_ = nullptr;
   std::string kubesim_url_;
-  std::unique_ptr<ServiceProcess> builder_;
-  std::unique_ptr<ServiceProcess> registry_sync_;
-  std::unique_ptr<ServiceProcess> publisher_;
-  std::unique_ptr<ServiceProcess> watcher_;
-  std::unique_ptr<ServiceProcess> agent_;
-  std::unique_ptr<ServiceProcess> orchestrator_;
-  std::unique_ptr<v1::OrchestratorService::Stub> stub_;
+  ServiceProcess* builder_ = nullptr;
+  ServiceProcess* registry_sync_ = nullptr;
+  ServiceProcess* publisher_ = nullptr;
+  ServiceProcess* watcher_ = nullptr;
+  ServiceProcess* orchestrator_ = nullptr;
+  v1::OrchestratorService::Stub* stub_ = nullptr;
 };
 
 TEST_F(DeployE2eTest, TheExampleAppsRunOnTheirNewDigests) {
@@ -455,12 +333,11 @@ TEST_F(DeployE2eTlsTest, TheExamplesDeployWithEveryHopOverMutualTls) {
       << failed.DebugString();
 
   // The TLS is real: without the client certificate, or in plain text, a peer is refused.
-  const std::string ca = dir_->Join("tls/ca.pem");
-  for (const std::unique_ptr<ServiceProcess>* peer :
-       {&builder_, &registry_sync_, &publisher_, &watcher_}) {
-    const std::string& addr = (*peer)->grpc_addr();
+  const std::string ca = stack_->ca_file();
+  for (ServiceProcess* peer : {builder_, registry_sync_, publisher_, watcher_}) {
+    const std::string& addr = peer->grpc_addr();
     EXPECT_TRUE(
-        CheckHealthTls(addr, ca, dir_->Join("tls/client.pem"), dir_->Join("tls/client.key")).ok())
+        CheckHealthTls(addr, ca, stack_->client_cert_file(), stack_->client_key_file()).ok())
         << addr;
     EXPECT_FALSE(CheckHealthTls(addr, ca).ok()) << addr << " accepted a client without certificate";
     EXPECT_FALSE(CheckHealth(addr).ok()) << addr << " answered in plain text";

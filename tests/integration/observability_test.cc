@@ -31,8 +31,8 @@
 #include "tests/harness/peers.h"
 #include "tests/harness/process.h"
 #include "tests/harness/temp_dir.h"
-#include "tests/support/oci_image.h"
 #include "tests/support/service_process.h"
+#include "tests/support/stack.h"
 #include "yaml-cpp/yaml.h"
 
 namespace elfdeploy::testing {
@@ -41,7 +41,6 @@ namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-constexpr char kToken[] = "observability-token";
 const std::string kDeploy = absl::StrCat(ELFDEPLOY_SOURCE_DIR, "/deploy");
 
 // One expression to check, and where it comes from.
@@ -145,84 +144,21 @@ std::map<std::string, std::string> ExpectedEmpty() {
 class ObservabilityTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    absl::StatusOr<TempDir> dir = TempDir::Create("observability-");
-    ASSERT_TRUE(dir.ok()) << dir.status();
-    dir_.emplace(*std::move(dir));
-    absl::StatusOr<std::unique_ptr<RegistryFixture>> registry = RegistryFixture::Start({});
-    ASSERT_TRUE(registry.ok()) << registry.status();
-    registry_ = *std::move(registry);
-    absl::StatusOr<std::unique_ptr<GitDaemonFixture>> git = GitDaemonFixture::Start();
-    ASSERT_TRUE(git.ok()) << git.status();
-    git_ = *std::move(git);
-    ASSERT_TRUE(git_->CreateBareRepo("gitops").ok());
-    ASSERT_TRUE(WriteTestImage(dir_->Join("base"), "3.11", {2048}, 9).ok());
-    ASSERT_TRUE(PushLayoutImage(dir_->Join("base"), "3.11",
-                                absl::StrCat(registry_->host(), "/elf/python-base:3.11"))
-                    .ok());
-
-    absl::StatusOr<std::unique_ptr<ChildProcess>> kubesim = ChildProcess::Start(
-        {.argv = {BinaryPath("elfdeploy-kubesim"), "--listen_addr=127.0.0.1:0",
-                  "--gitops_repo=" + git_->url("gitops"), "--gitops_prefix=elf-automations",
-                  "--repo_poll=200ms", "--container_start_delay=50ms", "--resolve_cache_ttl=50ms"},
-         .log_path = dir_->Join("kubesim.log")});
-    ASSERT_TRUE(kubesim.ok()) << kubesim.status();
-    kubesim_ = *std::move(kubesim);
-    std::string line;
-    ASSERT_TRUE(kubesim_->WaitForLogLine("msg=serving", absl::Seconds(30), &line).ok());
-    ASSERT_TRUE(WriteKubeconfig(dir_->Join("kubeconfig"), LogfmtValue(line, "url")).ok());
-
-    auto start = [&](const std::string& job, ServiceProcessOptions options) -> ServiceProcess* {
-      absl::StatusOr<std::unique_ptr<ServiceProcess>> service = ServiceProcess::Start(options);
-      EXPECT_TRUE(service.ok()) << options.binary << ": " << service.status();
-      if (!service.ok()) return nullptr;
-      services_[job] = *std::move(service);
-      return services_[job].get();
-    };
-    ServiceProcess* builder =
-        start("elfdeploy-builder", {.binary = "elfdeploy-builder",
-                                    .env = {{"ELFDEPLOY_BUILDER_STORE_DIR", dir_->Join("store")}}});
-    ServiceProcess* registry_sync =
-        start("elfdeploy-registry-sync", {.binary = "elfdeploy-registry-sync"});
-    ServiceProcess* publisher =
-        start("elfdeploy-manifest-publisher",
-              {.binary = "elfdeploy-manifest-publisher",
-               .env = {{"ELFDEPLOY_PUBLISHER_CACHE_DIR", dir_->Join("cache")}}});
-    ASSERT_TRUE(builder && registry_sync && publisher);
-    ServiceProcess* watcher =
-        start("elfdeploy-cluster-watcher",
-              {.binary = "elfdeploy-cluster-watcher",
-               .env = {{"ELFDEPLOY_WATCHER_DATA_DIR", dir_->Join("watcher")},
-                       {"ELFDEPLOY_WATCHER_AGENT_TOKEN", kToken},
-                       {"ELFDEPLOY_WATCHER_REGISTRY_SYNC_ADDR", registry_sync->grpc_addr()}}});
-    ASSERT_TRUE(watcher);
-    ASSERT_TRUE(
-        start("elfdeploy-agent", {.binary = "elfdeploy-agent",
-                                  .env = {{"ELFDEPLOY_AGENT_KUBECONFIG", dir_->Join("kubeconfig")},
-                                          {"ELFDEPLOY_AGENT_WATCHER_ADDR", watcher->grpc_addr()},
-                                          {"ELFDEPLOY_AGENT_INSECURE", "true"},
-                                          {"ELFDEPLOY_AGENT_TOKEN", kToken},
-                                          {"ELFDEPLOY_AGENT_CLUSTER_NAME", "sim"}},
-                                  .grpc = false}));
-    ServiceProcess* orchestrator =
-        start("elfdeploy-orchestrator",
-              {.binary = "elfdeploy-orchestrator",
-               .env = {{"ELFDEPLOY_ORCHESTRATOR_DATA_DIR", dir_->Join("orchestrator")},
-                       {"ELFDEPLOY_ORCHESTRATOR_SETTLE", "1s"},
-                       {"DOCKER_REGISTRY", registry_->host()},
-                       {"GITOPS_REPO", git_->url("gitops")},
-                       {"ELFDEPLOY_ORCHESTRATOR_BUILDER_ADDR", builder->grpc_addr()},
-                       {"ELFDEPLOY_ORCHESTRATOR_REGISTRY_SYNC_ADDR", registry_sync->grpc_addr()},
-                       {"ELFDEPLOY_ORCHESTRATOR_MANIFEST_PUBLISHER_ADDR", publisher->grpc_addr()},
-                       {"ELFDEPLOY_ORCHESTRATOR_CLUSTER_WATCHER_ADDR", watcher->grpc_addr()}}});
-    ASSERT_TRUE(orchestrator);
-    stub_ = v1::OrchestratorService::NewStub(
-        grpc::CreateChannel(orchestrator->grpc_addr(), grpc::InsecureChannelCredentials()));
+    absl::StatusOr<std::unique_ptr<Stack>> stack =
+        Stack::Start({.dir_prefix = "observability-",
+                      .kubesim_flags = {"--repo_poll=200ms", "--container_start_delay=50ms",
+                                        "--resolve_cache_ttl=50ms"},
+                      .orchestrator_env = {{"ELFDEPLOY_ORCHESTRATOR_SETTLE", "1s"}}});
+    ASSERT_TRUE(stack.ok()) << stack.status();
+    stack_ = *std::move(stack);
+    dir_ = &stack_->dir();
+    registry_ = &stack_->registry();
+    stub_ = &stack_->stub();
   }
 
   void TearDown() override {
     if (prometheus_ != nullptr) prometheus_->Stop(absl::Seconds(10)).IgnoreError();
-    services_.clear();
-    if (kubesim_ != nullptr) kubesim_->Stop(absl::Seconds(10)).IgnoreError();
+    stack_.reset();
   }
 
   // Prometheus scraping every service each second and evaluating the repo's rules each second.
@@ -230,7 +166,8 @@ class ObservabilityTest : public ::testing::Test {
     std::string config = "global: {scrape_interval: 1s, evaluation_interval: 1s}\nrule_files:\n";
     for (const std::string& file : RuleFiles()) absl::StrAppend(&config, "  - ", file, "\n");
     absl::StrAppend(&config, "scrape_configs:\n");
-    for (const auto& [job, service] : services_) {
+    const std::vector<std::pair<std::string, ServiceProcess*>> services = stack_->services();
+    for (const auto& [job, service] : services) {
       absl::StrAppend(&config, "  - job_name: ", job, "\n    static_configs: [{targets: ['",
                       service->metrics_addr(), "']}]\n");
     }
@@ -251,12 +188,12 @@ class ObservabilityTest : public ::testing::Test {
     // Every target up.
     absl::Time deadline = absl::Now() + absl::Seconds(60);
     size_t up = 0;
-    while (absl::Now() < deadline && up < services_.size()) {
+    while (absl::Now() < deadline && up < services.size()) {
       absl::SleepFor(absl::Milliseconds(500));
       absl::StatusOr<json> result = Query("up == 1");
       if (result.ok()) up = result->size();
     }
-    ASSERT_EQ(up, services_.size()) << prometheus_->ReadLog();
+    ASSERT_EQ(up, services.size()) << prometheus_->ReadLog();
   }
 
   // An instant query's result vector; an error for a bad expression.
@@ -301,12 +238,10 @@ class ObservabilityTest : public ::testing::Test {
     return last;
   }
 
-  std::optional<TempDir> dir_;
-  std::unique_ptr<RegistryFixture> registry_;
-  std::unique_ptr<GitDaemonFixture> git_;
-  std::unique_ptr<ChildProcess> kubesim_;
-  std::map<std::string, std::unique_ptr<ServiceProcess>> services_;  // by Prometheus job
-  std::unique_ptr<v1::OrchestratorService::Stub> stub_;
+  std::unique_ptr<Stack> stack_;  // each service is a Prometheus job named after its binary
+  TempDir* dir_ = nullptr;
+  RegistryFixture* registry_ = nullptr;
+  v1::OrchestratorService::Stub* stub_ = nullptr;
   std::unique_ptr<ChildProcess> prometheus_;
   std::string prometheus_url_;
 };
