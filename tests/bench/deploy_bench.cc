@@ -129,15 +129,10 @@ int Main(const char* argv0) {
     std::fprintf(stderr, "FAILED: Deploy: %s\n", status.error_message().c_str());
     return 1;
   }
-  grpc::ClientContext watch_context;
-  v1::WatchRolloutRequest watch;
-  watch.set_id(deployed.rollout().id());
-  auto reader = (*stack)->stub().WatchRollout(&watch_context, watch);
-  v1::WatchRolloutResponse event;
-  while (reader->Read(&event)) {
-  }
-  if (grpc::Status s = reader->Finish(); !s.ok()) {
-    std::fprintf(stderr, "FAILED: WatchRollout: %s\n", s.error_message().c_str());
+  if (absl::StatusOr<v1::WatchRolloutResponse> last =
+          (*stack)->Follow(deployed.rollout().id(), nullptr, absl::Hours(1));
+      !last.ok()) {
+    std::fprintf(stderr, "FAILED: %s\n", last.status().ToString().c_str());
     return 1;
   }
   grpc::ClientContext get_context;

@@ -90,21 +90,7 @@ class DeployE2eTest : public ::testing::Test {
   // Reads the rollout's events until one matches `until`; false when the stream ended first.
   bool WaitForEvent(const std::string& id,
                     const std::function<bool(const v1::WatchRolloutResponse&)>& until) {
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
-    v1::WatchRolloutRequest request;
-    request.set_id(id);
-    auto reader = stub_->WatchRollout(&context, request);
-    v1::WatchRolloutResponse event;
-    while (reader->Read(&event)) {
-      if (until(event)) {
-        context.TryCancel();
-        reader->Finish().IgnoreError();
-        return true;
-      }
-    }
-    reader->Finish().IgnoreError();
-    return false;
+    return stack_->Follow(id, until).ok();
   }
 
   // Commits on the GitOps branch whose message carries `correlation_id`'s trailer.
@@ -121,17 +107,9 @@ class DeployE2eTest : public ::testing::Test {
 
   // Follows a rollout to its end; the terminal event.
   v1::WatchRolloutResponse Follow(const std::string& id) {
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
-    v1::WatchRolloutRequest request;
-    request.set_id(id);
-    auto reader = stub_->WatchRollout(&context, request);
-    v1::WatchRolloutResponse event;
-    v1::WatchRolloutResponse last;
-    while (reader->Read(&event)) last = event;
-    grpc::Status status = reader->Finish();
-    EXPECT_TRUE(status.ok()) << status.error_message();
-    return last;
+    absl::StatusOr<v1::WatchRolloutResponse> last = stack_->Follow(id);
+    EXPECT_TRUE(last.ok()) << last.status();
+    return last.ok() ? *std::move(last) : v1::WatchRolloutResponse();
   }
 
   std::unique_ptr<Stack> stack_;

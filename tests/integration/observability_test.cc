@@ -226,16 +226,9 @@ class ObservabilityTest : public ::testing::Test {
     v1::DeployResponse deployed;
     grpc::Status status = stub_->Deploy(&context, request, &deployed);
     EXPECT_TRUE(status.ok()) << status.error_message();
-    grpc::ClientContext watch_context;
-    watch_context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
-    v1::WatchRolloutRequest watch;
-    watch.set_id(deployed.rollout().id());
-    auto reader = stub_->WatchRollout(&watch_context, watch);
-    v1::WatchRolloutResponse event;
-    v1::WatchRolloutResponse last;
-    while (reader->Read(&event)) last = event;
-    reader->Finish().IgnoreError();
-    return last;
+    absl::StatusOr<v1::WatchRolloutResponse> last = stack_->Follow(deployed.rollout().id());
+    EXPECT_TRUE(last.ok()) << last.status();
+    return last.ok() ? *std::move(last) : v1::WatchRolloutResponse();
   }
 
   std::unique_ptr<Stack> stack_;  // each service is a Prometheus job named after its binary

@@ -175,6 +175,34 @@ absl::StatusOr<std::unique_ptr<ServiceProcess>> Stack::StartService(ServiceProce
   return service;
 }
 
+absl::StatusOr<v1::WatchRolloutResponse> Stack::Follow(
+    const std::string& id, const std::function<bool(const v1::WatchRolloutResponse&)>& until,
+    absl::Duration timeout) {
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  v1::WatchRolloutRequest request;
+  request.set_id(id);
+  std::unique_ptr<grpc::ClientReader<v1::WatchRolloutResponse>> reader =
+      stub_->WatchRollout(&context, request);
+  v1::WatchRolloutResponse event;
+  v1::WatchRolloutResponse last;
+  while (reader->Read(&event)) {
+    if (until && until(event)) {
+      context.TryCancel();
+      reader->Finish().IgnoreError();
+      return event;
+    }
+    last = std::move(event);
+  }
+  grpc::Status status = reader->Finish();
+  if (!status.ok()) {
+    return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                        absl::StrCat("WatchRollout ", id, ": ", status.error_message()));
+  }
+  if (until) return absl::NotFoundError(absl::StrCat("rollout ", id, " ended first"));
+  return last;
+}
+
 std::vector<std::pair<std::string, ServiceProcess*>> Stack::services() {
   return {{"elfdeploy-builder", builder_.get()},
           {"elfdeploy-registry-sync", registry_sync_.get()},

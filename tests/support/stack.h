@@ -1,11 +1,13 @@
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "elfdeploy/v1/orchestrator.grpc.pb.h"
 #include "tests/harness/peers.h"
 #include "tests/harness/process.h"
@@ -59,6 +61,14 @@ class Stack {
   std::vector<std::pair<std::string, ServiceProcess*>> services();
   // A stub on the current orchestrator (replaced by RestartOrchestrator).
   v1::OrchestratorService::Stub& stub() { return *stub_; }
+
+  // Follows rollout `id`'s events for at most `timeout`: the first one `until` accepts, or
+  // without `until` the last one when the stream ends (the terminal state). NOT_FOUND when the
+  // stream ended before `until` accepted any; the stream's error otherwise.
+  absl::StatusOr<v1::WatchRolloutResponse> Follow(
+      const std::string& id,
+      const std::function<bool(const v1::WatchRolloutResponse&)>& until = nullptr,
+      absl::Duration timeout = absl::Minutes(2));
 
   // With tls: the CA and a client certificate it signed, in <dir>/tls.
   std::string ca_file() const { return dir_.Join("tls/ca.pem"); }
