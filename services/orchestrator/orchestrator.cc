@@ -22,6 +22,7 @@ Orchestrator::Orchestrator(std::unique_ptr<RolloutStore> store, Builder& builder
       defaults_(std::move(defaults)),
       runner_options_([&] {
         if (runner_options.lineage == nullptr) runner_options.lineage = &lineage_;
+        if (runner_options.progress == nullptr) runner_options.progress = &progress_;
         return std::move(runner_options);
       }()),
       metrics_(std::move(metrics)) {}
@@ -77,6 +78,7 @@ void Orchestrator::Launch(const std::string& id, std::unique_ptr<v1::DeployReque
       log::Error("rollout stopped on a store error", {{"rollout", id}, {"error", status}});
     }
     absl::StatusOr<v1::Rollout> ended = store_->Get(id);
+    runner_options_.progress->Forget(id);  // ended, or resumed from the start of a stage later
     if (ended.ok() && IsTerminal(ended->state())) {
       log::Info("rollout ended", {{"rollout", id},
                                   {"state", v1::RolloutState_Name(ended->state())},

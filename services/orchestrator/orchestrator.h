@@ -61,6 +61,8 @@ class Orchestrator {
   absl::StatusOr<v1::Rollout> Cancel(const std::string& id, const std::string& reason);
 
   RolloutStore& store() { return *store_; }
+  // Build and push progress of the running rollouts (the runner options' board, else this one's).
+  ProgressBoard& progress() { return *runner_options_.progress; }
 
  private:
   struct Running {
@@ -77,7 +79,8 @@ class Orchestrator {
   Publisher& publisher_;
   Cluster& cluster_;
   const DeployDefaults defaults_;
-  CommitLineage lineage_;  // shared by the runners unless the options bring one
+  CommitLineage lineage_;   // shared by the runners unless the options bring one
+  ProgressBoard progress_;  // likewise
   const RunnerOptions runner_options_;
   const OrchestratorMetrics metrics_;
   std::atomic<bool> stopping_{false};

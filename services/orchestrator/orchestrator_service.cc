@@ -2,6 +2,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <map>
 #include <utility>
 #include <vector>
 
@@ -13,6 +14,7 @@
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
 #include "services/common/grpc_status.h"
+#include "services/common/proto_time.h"
 #include "services/orchestrator/grpc_stages.h"
 
 namespace elfdeploy {
@@ -45,6 +47,10 @@ grpc::Status OrchestratorServiceImpl::WatchRollout(
   absl::StatusOr<v1::Rollout> rollout = orchestrator_.Get(request->id());
   if (!rollout.ok()) return ToGrpcStatus(rollout.status());
   uint64_t after = request->from_sequence();
+  uint64_t progress_version = 0;
+  // Each app's stage as the stream last told it: progress of an earlier stage is stale.
+  std::map<std::string, v1::Stage> stage_of;
+  for (const v1::AppRollout& app : rollout->apps()) stage_of[app.name()] = app.stage();
   while (!context->IsCancelled()) {
     absl::StatusOr<std::vector<v1::WatchRolloutResponse>> events =
         orchestrator_.store().Events(request->id(), after);
@@ -55,6 +61,19 @@ grpc::Status OrchestratorServiceImpl::WatchRollout(
       }
       after = event.sequence();
       if (IsTerminalEvent(event)) return grpc::Status::OK;
+      if (event.has_app_stage()) stage_of[event.app_stage().app()] = event.app_stage().stage();
+    }
+    for (v1::AppProgress& progress :
+         orchestrator_.progress().Since(request->id(), &progress_version)) {
+      auto stage = stage_of.find(progress.app());
+      if (stage == stage_of.end() || stage->second != progress.stage()) continue;
+      v1::WatchRolloutResponse event;  // sequence 0: progress is not stored
+      event.set_rollout_id(request->id());
+      *event.mutable_event_time() = ToTimestamp(absl::Now());
+      *event.mutable_progress() = std::move(progress);
+      if (!writer->Write(event)) {
+        return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
+      }
     }
     absl::StatusOr<v1::Rollout> now = orchestrator_.Get(request->id());
     if (now.ok() && orchestrator::IsTerminal(now->state()) && now->last_sequence() <= after) {

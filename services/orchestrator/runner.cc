@@ -339,6 +339,21 @@ absl::Status Runner::Run(const std::string& id, const CancelledFn& cancelled,
       return failed.load() || (cancelled && cancelled()) || (interrupted && interrupted()) ||
              options_.now() > deadline;
     };
+    // Progress goes to live watchers only (options_.progress); the record keeps the stages.
+    auto post_progress = [this, &id](const std::string& app, v1::Stage stage) -> ProgressFn {
+      if (options_.progress == nullptr) return nullptr;
+      return [this, &id, app, stage](const Progress& p) {
+        v1::AppProgress progress;
+        progress.set_app(app);
+        progress.set_stage(stage);
+        progress.set_bytes_done(p.bytes_done);
+        progress.set_bytes_total(p.bytes_total);
+        progress.set_steps_done(p.steps_done);
+        progress.set_steps_total(p.steps_total);
+        progress.set_message(p.message);
+        options_.progress->Post(id, std::move(progress));
+      };
+    };
     auto work = [&] {
       for (size_t i; (i = next.fetch_add(1)) < todo.size() && !cancelled_or_failed();) {
         const DiscoveredApp& app = *todo[i];
@@ -350,8 +365,9 @@ absl::Status Runner::Run(const std::string& id, const CancelledFn& cancelled,
           }
         };
         note(record.App(app.name, v1::STAGE_BUILDING, "building"));
-        absl::StatusOr<BuildResult> built = builder_.Build(
-            app, tag, request.no_cache(), [&](const Progress& p) { (void)p; }, cancelled_or_failed);
+        absl::StatusOr<BuildResult> built =
+            builder_.Build(app, tag, request.no_cache(),
+                           post_progress(app.name, v1::STAGE_BUILDING), cancelled_or_failed);
         if (!built.ok()) {
           absl::MutexLock lock(&error_mu);
           if (!first_failure.has_value() && !(cancelled && cancelled())) {
@@ -368,7 +384,7 @@ absl::Status Runner::Run(const std::string& id, const CancelledFn& cancelled,
         }));
         absl::StatusOr<PushResult> pushed = registry_.Push(
             built->layout_reference, PushImage(request.registry(), repository, tag),
-            request.registry(), [](const Progress&) {}, cancelled_or_failed);
+            request.registry(), post_progress(app.name, v1::STAGE_PUSHING), cancelled_or_failed);
         if (!pushed.ok()) {
           absl::MutexLock lock(&error_mu);
           if (!first_failure.has_value() && !(cancelled && cancelled())) {

@@ -1,5 +1,6 @@
 # The rollout runner: stages over the Builder/Registry/Publisher/Cluster interfaces, gRPC-free.
-add_library(orchestrator_runner STATIC ${CMAKE_CURRENT_LIST_DIR}/runner.cc)
+add_library(orchestrator_runner STATIC ${CMAKE_CURRENT_LIST_DIR}/runner.cc
+  ${CMAKE_CURRENT_LIST_DIR}/progress_board.cc)
 target_link_libraries(orchestrator_runner
   PUBLIC orchestrator_store orchestrator_discovery elfdeploy_proto absl::status absl::statusor
          absl::synchronization absl::time

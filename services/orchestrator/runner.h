@@ -8,6 +8,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "services/orchestrator/progress_board.h"
 #include "services/orchestrator/rollout_store.h"
 #include "services/orchestrator/stages.h"
 
@@ -43,6 +44,8 @@ struct RunnerOptions {
   // Commits published by every runner of the process; null means only the rollout's own commit
   // counts as synced.
   CommitLineage* lineage = nullptr;
+  // Where build and push progress goes for WatchRollout streams; null drops it.
+  ProgressBoard* progress = nullptr;
 };
 
 // Carries one rollout from its stored state to a terminal one, storing every stage change as it

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "services/orchestrator/stages.h"
 
 namespace elfdeploy::orchestrator {
@@ -30,6 +31,8 @@ struct Fakes final : Builder, Registry, Publisher, Cluster {
   std::vector<std::string> applied ABSL_GUARDED_BY(mu);
   std::string fail_build;
   bool hang_builds = false;  // builds run until cancelled
+  // When set, builds report progress and then wait until it is notified.
+  absl::Notification* hold_builds = nullptr;
   int cancelled_builds ABSL_GUARDED_BY(mu) = 0;
   int diagnoses_until_healthy = 2;
   std::atomic<int> diagnoses{0};
@@ -38,7 +41,14 @@ struct Fakes final : Builder, Registry, Publisher, Cluster {
   std::function<void(int)> on_diagnose;
 
   absl::StatusOr<BuildResult> Build(const DiscoveredApp& app, const std::string& tag, bool,
-                                    const ProgressFn&, const CancelledFn& cancelled) override {
+                                    const ProgressFn& progress,
+                                    const CancelledFn& cancelled) override {
+    if (progress) progress({.bytes_done = 42, .bytes_total = 100, .message = "step 1/2"});
+    if (hold_builds != nullptr) {  // until released, like a long build
+      while (!hold_builds->HasBeenNotified() && !(cancelled && cancelled())) {
+        absl::SleepFor(absl::Milliseconds(5));
+      }
+    }
     if (hang_builds) {  // a build that never ends by itself, like a hung peer
       while (!(cancelled && cancelled())) absl::SleepFor(absl::Milliseconds(5));
       absl::MutexLock lock(&mu);
@@ -52,8 +62,9 @@ struct Fakes final : Builder, Registry, Publisher, Cluster {
                        ""};
   }
   absl::StatusOr<PushResult> Push(const std::string& layout, const std::string& image,
-                                  const v1::RegistryTarget&, const ProgressFn&,
+                                  const v1::RegistryTarget&, const ProgressFn& progress,
                                   const CancelledFn&) override {
+    if (progress) progress({.bytes_done = 1000, .bytes_total = 1000, .message = "pushed"});
     absl::MutexLock lock(&mu);
     pushed.push_back(image);
     (void)layout;

@@ -124,6 +124,25 @@ TEST_F(RunnerTest, HappyPathPinsDigestsPublishesOnceAndVerifies) {
   EXPECT_EQ(events->back().state().state(), v1::ROLLOUT_STATE_SUCCEEDED);
 }
 
+TEST_F(RunnerTest, BuildAndPushProgressReachesTheBoard) {
+  ProgressBoard board;
+  options_.progress = &board;
+  std::string id = Create(Request());
+  EXPECT_EQ(Run(id).state(), v1::ROLLOUT_STATE_SUCCEEDED);
+  uint64_t version = 0;
+  std::vector<v1::AppProgress> posted = board.Since(id, &version);
+  ASSERT_EQ(posted.size(), 4u) << "the latest of each app";
+  for (const v1::AppProgress& progress : posted) {
+    EXPECT_EQ(progress.stage(), v1::STAGE_PUSHING) << progress.app();
+    EXPECT_EQ(progress.bytes_done(), 1000) << progress.app();
+  }
+  EXPECT_TRUE(board.Since(id, &version).empty()) << "nothing new";
+  EXPECT_TRUE(board.Since("r-other", &version).empty());
+  board.Forget(id);
+  version = 0;
+  EXPECT_TRUE(board.Since(id, &version).empty());
+}
+
 TEST_F(RunnerTest, PollsThatChangeNothingDoNotRewriteTheRecord) {
   std::string id = Create(Request());
   fakes_.diagnoses_until_healthy = 8;      // Diagnose answers the same from its 3rd to 8th call

@@ -3,10 +3,12 @@
 // GetRollout, ListRollouts, CancelRollout, and the errors of empty requests.
 #include <grpcpp/grpcpp.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "services/orchestrator/orchestrator_service.h"
@@ -77,7 +79,10 @@ TEST_F(OrchestratorServiceTest, DeployThenWatchToTheEndAndResumeFromASequence) {
   v1::DeployResponse deployed;
   ASSERT_TRUE(stub_->Deploy(&context, request, &deployed).ok());
   const std::string id = deployed.rollout().id();
-  std::vector<v1::WatchRolloutResponse> events = Watch(id, 0);
+  std::vector<v1::WatchRolloutResponse> events;
+  for (v1::WatchRolloutResponse& event : Watch(id, 0)) {
+    if (!event.has_progress()) events.push_back(std::move(event));  // live only, sequence 0
+  }
   ASSERT_FALSE(events.empty());
   EXPECT_EQ(events.front().sequence(), 1u);
   for (size_t i = 1; i < events.size(); ++i) {
@@ -105,6 +110,46 @@ TEST_F(OrchestratorServiceTest, DeployThenWatchToTheEndAndResumeFromASequence) {
   v1::CancelRolloutResponse cancelled;
   EXPECT_EQ(stub_->CancelRollout(&cancel_context, cancel, &cancelled).error_code(),
             grpc::StatusCode::FAILED_PRECONDITION);
+}
+
+TEST_F(OrchestratorServiceTest, WatchStreamsBuildProgressLiveButNeverStoresIt) {
+  absl::Notification release;
+  fakes_.hold_builds = &release;
+  v1::DeployRequest request;
+  request.set_source_dir(absl::StrCat(ELFDEPLOY_SOURCE_DIR, "/deploy/local/examples"));
+  grpc::ClientContext context;
+  v1::DeployResponse deployed;
+  ASSERT_TRUE(stub_->Deploy(&context, request, &deployed).ok());
+  const std::string id = deployed.rollout().id();
+
+  grpc::ClientContext watch_context;
+  watch_context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  v1::WatchRolloutRequest watch;
+  watch.set_id(id);
+  auto reader = stub_->WatchRollout(&watch_context, watch);
+  v1::WatchRolloutResponse event;
+  std::optional<v1::WatchRolloutResponse> progress;
+  v1::WatchRolloutResponse last;
+  while (reader->Read(&event)) {
+    if (event.has_progress() && !progress.has_value()) {
+      progress = event;
+      release.Notify();  // the builds were holding until a watcher saw their progress
+    }
+    last = event;
+  }
+  if (!release.HasBeenNotified()) release.Notify();  // no build may hold past the test
+  ASSERT_TRUE(reader->Finish().ok());
+  ASSERT_TRUE(progress.has_value()) << "no progress event while the builds ran";
+  EXPECT_EQ(progress->sequence(), 0u);
+  EXPECT_EQ(progress->rollout_id(), id);
+  EXPECT_EQ(progress->progress().stage(), v1::STAGE_BUILDING);
+  EXPECT_EQ(progress->progress().bytes_done(), 42);
+  EXPECT_EQ(progress->progress().bytes_total(), 100);
+  EXPECT_EQ(progress->progress().message(), "step 1/2");
+  EXPECT_EQ(last.state().state(), v1::ROLLOUT_STATE_SUCCEEDED);
+  for (const v1::WatchRolloutResponse& stored : Watch(id, 0)) {
+    EXPECT_FALSE(stored.has_progress()) << stored.DebugString();
+  }
 }
 
 TEST_F(OrchestratorServiceTest, EmptyRequestsAreInvalidAndUnknownIdsNotFound) {
