@@ -50,6 +50,17 @@ class OrchestratorServiceTest : public ::testing::Test {
     orchestrator_->Stop();
   }
 
+  // Deploys deploy/local/examples; the rollout id, "" on failure.
+  std::string DeployExamples() {
+    v1::DeployRequest request;
+    request.set_source_dir(absl::StrCat(ELFDEPLOY_SOURCE_DIR, "/deploy/local/examples"));
+    grpc::ClientContext context;
+    v1::DeployResponse deployed;
+    grpc::Status status = stub_->Deploy(&context, request, &deployed);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return deployed.rollout().id();
+  }
+
   std::vector<v1::WatchRolloutResponse> Watch(const std::string& id, uint64_t from) {
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
@@ -73,12 +84,8 @@ class OrchestratorServiceTest : public ::testing::Test {
 };
 
 TEST_F(OrchestratorServiceTest, DeployThenWatchToTheEndAndResumeFromASequence) {
-  v1::DeployRequest request;
-  request.set_source_dir(absl::StrCat(ELFDEPLOY_SOURCE_DIR, "/deploy/local/examples"));
-  grpc::ClientContext context;
-  v1::DeployResponse deployed;
-  ASSERT_TRUE(stub_->Deploy(&context, request, &deployed).ok());
-  const std::string id = deployed.rollout().id();
+  const std::string id = DeployExamples();
+  ASSERT_FALSE(id.empty());
   std::vector<v1::WatchRolloutResponse> events;
   for (v1::WatchRolloutResponse& event : Watch(id, 0)) {
     if (!event.has_progress()) events.push_back(std::move(event));  // live only, sequence 0
@@ -115,12 +122,8 @@ TEST_F(OrchestratorServiceTest, DeployThenWatchToTheEndAndResumeFromASequence) {
 TEST_F(OrchestratorServiceTest, WatchStreamsBuildProgressLiveButNeverStoresIt) {
   absl::Notification release;
   fakes_.hold_builds = &release;
-  v1::DeployRequest request;
-  request.set_source_dir(absl::StrCat(ELFDEPLOY_SOURCE_DIR, "/deploy/local/examples"));
-  grpc::ClientContext context;
-  v1::DeployResponse deployed;
-  ASSERT_TRUE(stub_->Deploy(&context, request, &deployed).ok());
-  const std::string id = deployed.rollout().id();
+  const std::string id = DeployExamples();
+  ASSERT_FALSE(id.empty());
 
   grpc::ClientContext watch_context;
   watch_context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
