@@ -278,19 +278,36 @@ absl::StatusOr<std::string> GrpcRegistry::Resolve(const std::string& image,
 GrpcPublisher::GrpcPublisher(std::shared_ptr<grpc::Channel> channel, absl::Duration timeout)
     : stub_(v1::ManifestPublisherService::NewStub(std::move(channel))), timeout_(timeout) {}
 
+namespace {
+
+void AddApps(const std::vector<PublishApp>& apps,
+             google::protobuf::RepeatedPtrField<v1::AppManifest>* out) {
+  for (const PublishApp& app : apps) {
+    v1::AppManifest* manifest = out->Add();
+    manifest->set_name(app.name);
+    manifest->set_group(app.group);
+    manifest->set_image(app.image);
+    manifest->set_deployment_yaml(app.deployment_yaml);
+  }
+}
+
+void AddApplications(const google::protobuf::RepeatedPtrField<v1::PublishedApplication>& in,
+                     PublishResult* out) {
+  for (const v1::PublishedApplication& application : in) {
+    out->applications.emplace_back(application.application().name(), application.group());
+    out->definitions.push_back(application.application());
+  }
+}
+
+}  // namespace
+
 absl::StatusOr<PublishResult> GrpcPublisher::Publish(const std::vector<PublishApp>& apps,
                                                      const v1::GitOpsTarget& gitops,
                                                      const v1::ClusterDestination& destination,
                                                      const std::string& correlation_id,
                                                      const std::string& message) {
   v1::PublishRequest request;
-  for (const PublishApp& app : apps) {
-    v1::AppManifest* manifest = request.add_apps();
-    manifest->set_name(app.name);
-    manifest->set_group(app.group);
-    manifest->set_image(app.image);
-    manifest->set_deployment_yaml(app.deployment_yaml);
-  }
+  AddApps(apps, request.mutable_apps());
   *request.mutable_target() = gitops;
   *request.mutable_destination() = destination;
   request.set_correlation_id(correlation_id);
@@ -305,10 +322,25 @@ absl::StatusOr<PublishResult> GrpcPublisher::Publish(const std::vector<PublishAp
   out.commit = response.commit();
   out.no_op = response.no_op();
   out.parent = response.parent_commit();
-  for (const v1::PublishedApplication& application : response.applications()) {
-    out.applications.emplace_back(application.application().name(), application.group());
-    out.definitions.push_back(application.application());
-  }
+  AddApplications(response.applications(), &out);
+  return out;
+}
+
+absl::StatusOr<PublishResult> GrpcPublisher::Applications(
+    const std::vector<PublishApp>& apps, const v1::GitOpsTarget& gitops,
+    const v1::ClusterDestination& destination) {
+  v1::RenderRequest request;
+  AddApps(apps, request.mutable_apps());
+  *request.mutable_target() = gitops;
+  *request.mutable_destination() = destination;
+
+  v1::RenderResponse response;
+  grpc::ClientContext context;
+  SetDeadline(context, timeout_);
+  grpc::Status status = stub_->Render(&context, request, &response);
+  if (!status.ok()) return CallError("ManifestPublisherService.Render", status);
+  PublishResult out;
+  AddApplications(response.applications(), &out);
   return out;
 }
 

@@ -75,6 +75,9 @@ class GrpcPublisher : public Publisher {
                                         const v1::ClusterDestination& destination,
                                         const std::string& correlation_id,
                                         const std::string& message) override;
+  absl::StatusOr<PublishResult> Applications(const std::vector<PublishApp>& apps,
+                                             const v1::GitOpsTarget& gitops,
+                                             const v1::ClusterDestination& destination) override;
 
  private:
   std::unique_ptr<v1::ManifestPublisherService::Stub> stub_;

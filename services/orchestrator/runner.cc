@@ -418,18 +418,22 @@ absl::Status Runner::Run(const std::string& id, const CancelledFn& cancelled,
   }
 
   // One commit for every app.
-  std::vector<std::pair<std::string, std::string>> applications;
-  std::vector<v1::ApplicationDefinition> published_definitions;
-  if (record.Snapshot().commit().empty()) {
-    std::vector<PublishApp> publish;
+  std::vector<PublishApp> publish;
+  {
+    const v1::Rollout snapshot = record.Snapshot();
     for (const DiscoveredApp& app : *apps) {
-      const v1::Rollout snapshot = record.Snapshot();
       for (const v1::AppRollout& status : snapshot.apps()) {
         if (status.name() != app.name) continue;
         publish.push_back({app.name, app.group, status.image(), deployments.at(app.name)});
-        if (absl::Status s = record.App(app.name, v1::STAGE_PUBLISHING, "publishing"); !s.ok()) {
-          return s;
-        }
+      }
+    }
+  }
+  std::vector<std::pair<std::string, std::string>> applications;
+  std::vector<v1::ApplicationDefinition> published_definitions;
+  if (record.Snapshot().commit().empty()) {
+    for (const PublishApp& app : publish) {
+      if (absl::Status s = record.App(app.name, v1::STAGE_PUBLISHING, "publishing"); !s.ok()) {
+        return s;
       }
     }
     absl::StatusOr<PublishResult> published =
@@ -453,12 +457,31 @@ absl::Status Runner::Run(const std::string& id, const CancelledFn& cancelled,
       return s;
     }
   }
+  if (published_definitions.empty()) {
+    // Resumed after the commit was recorded: the Applications that publish wrote, as the
+    // publisher renders them for these apps (nothing is committed).
+    absl::StatusOr<PublishResult> rendered =
+        publisher_.Applications(publish, request.gitops(), request.destination());
+    if (!rendered.ok()) {
+      return fail(
+          MakeFinding(v1::FINDING_KIND_PUBLISH_FAILED, "ApplicationsUnknown", "",
+                      std::string(rendered.status().message()), true),
+          absl::StrCat("asking the publisher for the Applications: ", rendered.status().message()));
+    }
+    applications = rendered->applications;
+    published_definitions = rendered->definitions;
+  }
   const std::string commit = record.Snapshot().commit();
-  // Applications: one per group, named as the publisher names them ("elf-<group>").
   std::map<std::string, std::string> application_of;  // group -> Application
   for (const auto& [name, group] : applications) application_of[group] = name;
   for (const DiscoveredApp& app : *apps) {
-    if (!application_of.contains(app.group)) application_of[app.group] = "elf-" + app.group;
+    if (!application_of.contains(app.group)) {
+      return fail(
+          MakeFinding(v1::FINDING_KIND_PUBLISH_FAILED, "ApplicationsUnknown", app.name,
+                      absl::StrCat("the publisher named no Application for group ", app.group),
+                      true),
+          absl::StrCat("no Application for group ", app.group));
+    }
   }
 
   // The cluster side: Applications (the seed's kubectl apply), the pull Secret, a refresh.
@@ -467,32 +490,6 @@ absl::Status Runner::Run(const std::string& id, const CancelledFn& cancelled,
   std::map<std::string, v1::ApplicationDefinition> definition_of;  // by Application name
   for (const v1::ApplicationDefinition& definition : published_definitions) {
     definition_of[definition.name()] = definition;
-  }
-  for (const auto& [group, application] : application_of) {
-    if (definition_of.contains(application)) continue;
-    // After a restart the commit is recorded but not the publisher's answer: the same
-    // Application the publisher writes for the group.
-    v1::ApplicationDefinition definition;
-    definition.set_name(application);
-    definition.set_namespace_(
-        destination.argocd_namespace().empty() ? "argocd" : destination.argocd_namespace());
-    v1::ApplicationSpec* spec = definition.mutable_spec();
-    spec->set_project(destination.project().empty() ? "default" : destination.project());
-    spec->set_repo_url(request.gitops().argocd_repo_url().empty()
-                           ? request.gitops().url()
-                           : request.gitops().argocd_repo_url());
-    spec->set_target_revision(request.gitops().branch().empty() ? "main"
-                                                                : request.gitops().branch());
-    const std::string& prefix = request.gitops().path_prefix();
-    spec->set_path(absl::StrCat(prefix.empty() ? "" : prefix + "/", "manifests/", group));
-    spec->set_destination_server(destination.server().empty() ? "https://kubernetes.default.svc"
-                                                              : destination.server());
-    spec->set_destination_namespace(destination.namespace_());
-    spec->set_automated(true);
-    spec->set_prune(true);
-    spec->set_self_heal(true);
-    spec->add_sync_options("CreateNamespace=true");
-    definition_of[application] = definition;
   }
   for (const auto& [application, definition] : definition_of) {
     if (absl::Status s = cluster_.ApplyApplication(cluster, definition); !s.ok()) {

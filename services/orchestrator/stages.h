@@ -98,6 +98,11 @@ class Publisher {
                                                 const v1::ClusterDestination& destination,
                                                 const std::string& correlation_id,
                                                 const std::string& message) = 0;
+  // The Applications a publish of `apps` writes (ManifestPublisherService.Render: nothing is
+  // committed); only `applications` and `definitions` of the result are set.
+  virtual absl::StatusOr<PublishResult> Applications(const std::vector<PublishApp>& apps,
+                                                     const v1::GitOpsTarget& gitops,
+                                                     const v1::ClusterDestination& destination) = 0;
 };
 
 // ClusterWatcherService: the cluster side of a rollout, through the agent.

@@ -36,6 +36,7 @@ struct Fakes final : Builder, Registry, Publisher, Cluster {
   int cancelled_builds ABSL_GUARDED_BY(mu) = 0;
   int diagnoses_until_healthy = 2;
   std::atomic<int> diagnoses{0};
+  std::atomic<int> applications_asked{0};
   std::optional<v1::Finding> fatal_finding;
   // Called with the call's number as each Diagnose starts.
   std::function<void(int)> on_diagnose;
@@ -74,15 +75,36 @@ struct Fakes final : Builder, Registry, Publisher, Cluster {
     return absl::UnimplementedError("not used");
   }
   absl::StatusOr<PublishResult> Publish(const std::vector<PublishApp>& apps,
-                                        const v1::GitOpsTarget&, const v1::ClusterDestination&,
+                                        const v1::GitOpsTarget& gitops,
+                                        const v1::ClusterDestination& destination,
                                         const std::string&, const std::string&) override {
     absl::MutexLock lock(&mu);
     published.push_back(apps);
-    PublishResult result;
+    PublishResult result = ApplicationsOf(apps, gitops, destination);
     result.commit = "c0ffee";
+    return result;
+  }
+  absl::StatusOr<PublishResult> Applications(const std::vector<PublishApp>& apps,
+                                             const v1::GitOpsTarget& gitops,
+                                             const v1::ClusterDestination& destination) override {
+    ++applications_asked;
+    return ApplicationsOf(apps, gitops, destination);
+  }
+  // One Application per group, as the publisher names and places them.
+  static PublishResult ApplicationsOf(const std::vector<PublishApp>& apps,
+                                      const v1::GitOpsTarget& gitops,
+                                      const v1::ClusterDestination& destination) {
+    PublishResult result;
     std::set<std::string> groups;
     for (const PublishApp& app : apps) groups.insert(app.group);
-    for (const std::string& group : groups) result.applications.emplace_back("elf-" + group, group);
+    for (const std::string& group : groups) {
+      result.applications.emplace_back("elf-" + group, group);
+      v1::ApplicationDefinition& definition = result.definitions.emplace_back();
+      definition.set_name("elf-" + group);
+      definition.mutable_spec()->set_path(absl::StrCat(
+          gitops.path_prefix().empty() ? "" : gitops.path_prefix() + "/", "manifests/", group));
+      definition.mutable_spec()->set_destination_namespace(destination.namespace_());
+    }
     return result;
   }
   absl::Status ApplyApplication(const std::string&,

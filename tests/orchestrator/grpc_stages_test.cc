@@ -237,6 +237,19 @@ TEST(GrpcStagesTest, PublishesOnceThenNoOp) {
   EXPECT_EQ(same->commit, published->commit);
   EXPECT_EQ(same->applications, published->applications);
 
+  // The same Applications, rendered without a commit (a resumed rollout asks for them).
+  absl::StatusOr<PublishResult> rendered = publisher.Applications(apps, gitops, destination);
+  ASSERT_TRUE(rendered.ok()) << rendered.status();
+  EXPECT_TRUE(rendered->commit.empty());
+  EXPECT_EQ(rendered->applications, published->applications);
+  ASSERT_EQ(rendered->definitions.size(), 1u);
+  EXPECT_EQ(rendered->definitions[0].SerializeAsString(),
+            published->definitions[0].SerializeAsString());
+  absl::StatusOr<elfdeploy::testing::CommandResult> count =
+      (*git)->Git({"--git-dir", (*git)->repo_path("gitops"), "rev-list", "--count", "main"});
+  ASSERT_TRUE(count.ok());
+  EXPECT_EQ(count->output, "1\n") << "Render committed";
+
   apps[0].image = "127.0.0.1:5000/teams/hello:v1";  // no digest
   absl::StatusOr<PublishResult> bad = publisher.Publish(apps, gitops, destination, "rollout-3", "");
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument) << bad.status();

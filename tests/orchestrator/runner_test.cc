@@ -240,10 +240,14 @@ TEST_F(RunnerTest, ResumesAfterARestartWithoutBuildingOrPublishingAgain) {
   ASSERT_TRUE(store_->Update(*rollout, {}).ok());
   v1::Rollout resumed = Run(id);
   EXPECT_EQ(resumed.state(), v1::ROLLOUT_STATE_SUCCEEDED) << resumed.message();
+  EXPECT_EQ(fakes_.applications_asked, 1) << "the publisher's Applications, rendered again";
   absl::MutexLock lock(&fakes_.mu);
   EXPECT_TRUE(fakes_.built.empty());
   EXPECT_TRUE(fakes_.published.empty());
-  EXPECT_EQ(fakes_.applied.size(), 2u);  // the Applications are ensured again (idempotent)
+  // The Applications are ensured again (idempotent), as the publisher renders them.
+  EXPECT_THAT(fakes_.applied,
+              ElementsAre("elf-mcps elf-automations/manifests/mcps elf-automations",
+                          "elf-teams elf-automations/manifests/teams elf-automations"));
 }
 
 TEST(ImageRepositoryTest, TakesTheContainerImageNamedAfterTheApp) {
