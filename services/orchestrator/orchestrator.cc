@@ -1,14 +1,23 @@
 #include "services/orchestrator/orchestrator.h"
 
+#include <map>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "services/common/k8s_names.h"
 #include "services/common/log.h"
 #include "services/common/oci/reference.h"
+#include "services/common/proto_time.h"
 #include "services/orchestrator/discovery.h"
 
 namespace elfdeploy::orchestrator {
+namespace {
+
+// How long a watch waits for a stored event before it looks for progress again.
+constexpr absl::Duration kWatchPoll = absl::Milliseconds(250);
+
+}  // namespace
 
 Orchestrator::Orchestrator(std::unique_ptr<RolloutStore> store, Builder& builder,
                            Registry& registry, Publisher& publisher, Cluster& cluster,
@@ -97,6 +106,45 @@ void Orchestrator::Launch(const std::string& id, std::unique_ptr<v1::DeployReque
   });
   running_[id] = std::move(run);
   if (metrics_.in_progress) metrics_.in_progress(static_cast<int>(running_.size()));
+}
+
+absl::Status Orchestrator::Watch(const std::string& id, uint64_t from,
+                                 const std::function<bool()>& cancelled,
+                                 const std::function<bool(const v1::WatchRolloutResponse&)>& emit) {
+  if (id.empty()) return absl::InvalidArgumentError("id is required");
+  absl::StatusOr<v1::Rollout> rollout = Get(id);
+  if (!rollout.ok()) return rollout.status();
+  const absl::Status gone = absl::CancelledError("the client went away");
+  uint64_t after = from;
+  uint64_t progress_version = 0;
+  // Each app's stage as the stream last told it: progress of an earlier stage is stale.
+  std::map<std::string, v1::Stage> stage_of;
+  for (const v1::AppRollout& app : rollout->apps()) stage_of[app.name()] = app.stage();
+  while (!cancelled()) {
+    absl::StatusOr<std::vector<v1::WatchRolloutResponse>> events = store_->Events(id, after);
+    if (!events.ok()) return events.status();
+    for (const v1::WatchRolloutResponse& event : *events) {
+      if (!emit(event)) return gone;
+      after = event.sequence();
+      if (event.has_state() && IsTerminal(event.state().state())) return absl::OkStatus();
+      if (event.has_app_stage()) stage_of[event.app_stage().app()] = event.app_stage().stage();
+    }
+    for (v1::AppProgress& progress : runner_options_.progress->Since(id, &progress_version)) {
+      auto stage = stage_of.find(progress.app());
+      if (stage == stage_of.end() || stage->second != progress.stage()) continue;
+      v1::WatchRolloutResponse event;  // sequence 0: progress is not stored
+      event.set_rollout_id(id);
+      *event.mutable_event_time() = ToTimestamp(absl::Now());
+      *event.mutable_progress() = std::move(progress);
+      if (!emit(event)) return gone;
+    }
+    absl::StatusOr<v1::Rollout> now = Get(id);
+    if (now.ok() && IsTerminal(now->state()) && now->last_sequence() <= after) {
+      return absl::OkStatus();  // ended before this stream reached it (e.g. resumed past it)
+    }
+    store_->WaitForEvents(id, after, absl::Now() + kWatchPoll);
+  }
+  return gone;
 }
 
 absl::StatusOr<v1::Rollout> Orchestrator::Deploy(v1::DeployRequest request) {

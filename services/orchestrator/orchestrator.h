@@ -60,6 +60,13 @@ class Orchestrator {
   // FAILED_PRECONDITION on another terminal one.
   absl::StatusOr<v1::Rollout> Cancel(const std::string& id, const std::string& reason);
 
+  // Sends rollout `id`'s stored events after sequence `from` to `emit`, as they are stored, with
+  // live build and push progress between them (sequence 0), until the terminal event (OK).
+  // INVALID_ARGUMENT for an empty id, NOT_FOUND for an unknown one; CANCELLED when `cancelled`
+  // turns true or `emit` returns false (the client went away).
+  absl::Status Watch(const std::string& id, uint64_t from, const std::function<bool()>& cancelled,
+                     const std::function<bool(const v1::WatchRolloutResponse&)>& emit);
+
   RolloutStore& store() { return *store_; }
   // Build and push progress of the running rollouts (the runner options' board, else this one's).
   ProgressBoard& progress() { return *runner_options_.progress; }

@@ -2,7 +2,6 @@
 
 #include <grpcpp/grpcpp.h>
 
-#include <map>
 #include <utility>
 #include <vector>
 
@@ -14,20 +13,9 @@
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
 #include "services/common/grpc_status.h"
-#include "services/common/proto_time.h"
 #include "services/orchestrator/grpc_stages.h"
 
 namespace elfdeploy {
-
-namespace {
-
-constexpr absl::Duration kWatchPoll = absl::Milliseconds(250);
-
-bool IsTerminalEvent(const v1::WatchRolloutResponse& event) {
-  return event.has_state() && orchestrator::IsTerminal(event.state().state());
-}
-
-}  // namespace
 
 grpc::Status OrchestratorServiceImpl::Deploy(grpc::ServerContext* /*context*/,
                                              const v1::DeployRequest* request,
@@ -41,47 +29,9 @@ grpc::Status OrchestratorServiceImpl::Deploy(grpc::ServerContext* /*context*/,
 grpc::Status OrchestratorServiceImpl::WatchRollout(
     grpc::ServerContext* context, const v1::WatchRolloutRequest* request,
     grpc::ServerWriter<v1::WatchRolloutResponse>* writer) {
-  if (request->id().empty()) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "id is required");
-  }
-  absl::StatusOr<v1::Rollout> rollout = orchestrator_.Get(request->id());
-  if (!rollout.ok()) return ToGrpcStatus(rollout.status());
-  uint64_t after = request->from_sequence();
-  uint64_t progress_version = 0;
-  // Each app's stage as the stream last told it: progress of an earlier stage is stale.
-  std::map<std::string, v1::Stage> stage_of;
-  for (const v1::AppRollout& app : rollout->apps()) stage_of[app.name()] = app.stage();
-  while (!context->IsCancelled()) {
-    absl::StatusOr<std::vector<v1::WatchRolloutResponse>> events =
-        orchestrator_.store().Events(request->id(), after);
-    if (!events.ok()) return ToGrpcStatus(events.status());
-    for (const v1::WatchRolloutResponse& event : *events) {
-      if (!writer->Write(event)) {
-        return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
-      }
-      after = event.sequence();
-      if (IsTerminalEvent(event)) return grpc::Status::OK;
-      if (event.has_app_stage()) stage_of[event.app_stage().app()] = event.app_stage().stage();
-    }
-    for (v1::AppProgress& progress :
-         orchestrator_.progress().Since(request->id(), &progress_version)) {
-      auto stage = stage_of.find(progress.app());
-      if (stage == stage_of.end() || stage->second != progress.stage()) continue;
-      v1::WatchRolloutResponse event;  // sequence 0: progress is not stored
-      event.set_rollout_id(request->id());
-      *event.mutable_event_time() = ToTimestamp(absl::Now());
-      *event.mutable_progress() = std::move(progress);
-      if (!writer->Write(event)) {
-        return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
-      }
-    }
-    absl::StatusOr<v1::Rollout> now = orchestrator_.Get(request->id());
-    if (now.ok() && orchestrator::IsTerminal(now->state()) && now->last_sequence() <= after) {
-      return grpc::Status::OK;  // ended before this stream reached it (e.g. resumed past it)
-    }
-    orchestrator_.store().WaitForEvents(request->id(), after, absl::Now() + kWatchPoll);
-  }
-  return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
+  return ToGrpcStatus(orchestrator_.Watch(
+      request->id(), request->from_sequence(), [context] { return context->IsCancelled(); },
+      [writer](const v1::WatchRolloutResponse& event) { return writer->Write(event); }));
 }
 
 grpc::Status OrchestratorServiceImpl::GetRollout(grpc::ServerContext* /*context*/,
