@@ -25,8 +25,6 @@
 namespace elfdeploy {
 namespace {
 
-using json = nlohmann::json;
-
 constexpr char kVersion[] = "0.1.0";
 
 struct Watched {
@@ -42,24 +40,6 @@ std::string CollectionPath(const std::string& resource, const std::string& ns) {
   std::string prefix = argo ? "/apis/argoproj.io/v1alpha1" : apps ? "/apis/apps/v1" : "/api/v1";
   return ns.empty() ? absl::StrCat(prefix, "/", resource)
                     : absl::StrCat(prefix, "/namespaces/", ns, "/", resource);
-}
-
-// What the informers keep of each object for relist diffs: its identity, as JSON text. A deletion
-// found by a relist is reported with it (the watcher holds the object's last full state).
-std::string Trim(simdjson::dom::element object) {
-  json trimmed = json::object();
-  std::string_view text;
-  for (const char* key : {"apiVersion", "kind"}) {
-    if (object[key].get(text) == simdjson::SUCCESS) trimmed[key] = text;
-  }
-  simdjson::dom::object metadata;
-  if (object["metadata"].get(metadata) == simdjson::SUCCESS) {
-    json& kept = trimmed["metadata"];
-    for (const char* key : {"name", "namespace", "uid", "resourceVersion"}) {
-      if (metadata[key].get(text) == simdjson::SUCCESS) kept[key] = text;
-    }
-  }
-  return trimmed.dump();
 }
 
 // The string at `object.metadata[key]`, or "".
@@ -204,7 +184,7 @@ class Agent final : public Component {
                                                             : "timeout"]
           ->Increment();
     };
-    agent::Informer informer(client_, options, handler, Trim);
+    agent::Informer informer(client_, options, handler, kube::IdentityJson);
     informer.Run(cancelled);
   }
 

@@ -417,6 +417,32 @@ bool ParseRfc3339(std::string_view text, google::protobuf::Timestamp* out) {
   return true;
 }
 
+std::string IdentityJson(Json object) {
+  std::string out = "{";
+  bool first = true;
+  // Each string as simdjson writes it, escaped.
+  auto add = [&out, &first](const char* key, Json value) {
+    if (!value.is_string()) return;
+    absl::StrAppend(&out, first ? "" : ",", "\"", key, "\":", simdjson::minify(value));
+    first = false;
+  };
+  Json value;
+  for (const char* key : {"apiVersion", "kind"}) {
+    if (object[key].get(value) == simdjson::SUCCESS) add(key, value);
+  }
+  simdjson::dom::object metadata;
+  if (object["metadata"].get(metadata) == simdjson::SUCCESS) {
+    absl::StrAppend(&out, first ? "" : ",", "\"metadata\":{");
+    first = true;
+    for (const char* key : {"name", "namespace", "uid", "resourceVersion"}) {
+      if (metadata[key].get(value) == simdjson::SUCCESS) add(key, value);
+    }
+    out += '}';
+  }
+  out += '}';
+  return out;
+}
+
 absl::StatusOr<v1::ObjectMeta> ToObjectMeta(Json object) {
   if (!object.is_object()) {
     return absl::InvalidArgumentError(

@@ -25,6 +25,11 @@ bool IsKeptAnnotation(std::string_view key);
 // range of google.protobuf.Timestamp.
 bool ParseRfc3339(std::string_view text, google::protobuf::Timestamp* out);
 
+// The object's identity as compact JSON text: apiVersion, kind and metadata's name, namespace,
+// uid and resourceVersion, those that are strings. What the agent's informers keep of each object
+// to report a deletion found by a relist; runs for every event.
+std::string IdentityJson(simdjson::dom::element object);
+
 // Converts `object.metadata`: name, namespace, uid, resourceVersion, generation, all labels, the
 // kept annotations (IsKeptAnnotation), ownerReferences (kind, apiVersion, name, uid; namespace left
 // empty) and creation/deletion timestamps. INVALID_ARGUMENT when `object` is not a JSON object or

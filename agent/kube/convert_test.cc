@@ -46,6 +46,25 @@ int64_t Seconds(const char* rfc3339) {
   return time.seconds();
 }
 
+TEST(IdentityJsonTest, KeepsTheIdentityOnlyAndEscapesIt) {
+  auto identity = [](const Json& json) {
+    return Via(json, [](simdjson::dom::element e) { return IdentityJson(e); });
+  };
+  Json pod = Parse(R"({"apiVersion": "v1", "kind": "Pod",
+      "metadata": {"name": "web-1", "namespace": "elf", "uid": "u-1",
+                   "resourceVersion": "7\"\\x", "labels": {"app": "web"}},
+      "spec": {"containers": []}})");
+  std::string text = identity(pod);
+  EXPECT_EQ(Json::parse(text), Parse(R"({"apiVersion": "v1", "kind": "Pod",
+      "metadata": {"name": "web-1", "namespace": "elf", "uid": "u-1",
+                   "resourceVersion": "7\"\\x"}})"));
+  EXPECT_EQ(text.find(' '), std::string::npos) << text;
+  // Missing or non-string fields are left out; no metadata, no "metadata".
+  EXPECT_EQ(Json::parse(identity(Parse(R"({"kind": 3, "metadata": {"name": "a", "uid": 5}})"))),
+            Parse(R"({"metadata": {"name": "a"}})"));
+  EXPECT_EQ(identity(Parse(R"({"kind": "Pod"})")), R"({"kind":"Pod"})");
+}
+
 TEST(ParseRfc3339Test, AcceptsZuluFractionsAndOffsets) {
   google::protobuf::Timestamp time;
   ASSERT_TRUE(ParseRfc3339("2024-01-02T03:04:05Z", &time));
