@@ -2,9 +2,10 @@
 
 #include <algorithm>
 #include <random>
-#include <set>
 #include <utility>
+#include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "services/common/log.h"
@@ -53,8 +54,7 @@ Informer::Informer(KubeClient& client, InformerOptions options, InformerHandler 
       handler_(std::move(handler)),
       trim_(std::move(trim)) {}
 
-void Informer::Apply(Change change, Element object) {
-  std::string key = Key(object);
+void Informer::Apply(Change change, Element object, const std::string& key) {
   if (change == Change::kDeleted) {
     known_.erase(key);
   } else {
@@ -68,7 +68,7 @@ void Informer::Apply(Change change, Element object) {
 absl::StatusOr<std::string> Informer::Relist(const std::function<bool()>& cancelled) {
   // Page by page: each item is compared with what was reported as it arrives, so memory holds one
   // page, not the whole collection; deletions are known once the last page is in.
-  std::set<std::string> listed;
+  absl::flat_hash_set<std::string> listed;
   std::string continue_token;
   std::string resource_version;
   simdjson::dom::parser parser;
@@ -99,9 +99,9 @@ absl::StatusOr<std::string> Informer::Relist(const std::function<bool()>& cancel
         listed.insert(key);
         auto known = known_.find(key);
         if (known == known_.end()) {
-          Apply(Change::kAdded, item);
+          Apply(Change::kAdded, item, key);
         } else if (known->second.resource_version != ResourceVersion(item)) {
-          Apply(Change::kModified, item);
+          Apply(Change::kModified, item, key);
         }
       }
     }
@@ -112,13 +112,14 @@ absl::StatusOr<std::string> Informer::Relist(const std::function<bool()>& cancel
   for (const auto& [key, known] : known_) {
     if (!listed.contains(key)) gone.push_back(key);
   }
+  std::sort(gone.begin(), gone.end());  // reported in a stable order
   for (const std::string& key : gone) {
     Element last;
     if (parser.parse(known_[key].last).get(last) != simdjson::SUCCESS) {
       known_.erase(key);  // cannot happen: it was serialized from a parsed object
       continue;
     }
-    Apply(Change::kDeleted, last);
+    Apply(Change::kDeleted, last, key);
   }
   if (handler_.on_synced) handler_.on_synced(resource_version);
   return resource_version;
@@ -159,12 +160,13 @@ absl::Status Informer::WatchFrom(std::string* resource_version,
         std::string rv = ResourceVersion(object);
         // A watch never reports an object as added twice: an ADDED for a known object is a
         // modification from our side.
-        if (change == Change::kAdded && known_.contains(Key(object))) change = Change::kModified;
-        if (change == Change::kDeleted && !known_.contains(Key(object))) {
+        const std::string key = Key(object);
+        if (change == Change::kAdded && known_.contains(key)) change = Change::kModified;
+        if (change == Change::kDeleted && !known_.contains(key)) {
           if (!rv.empty()) *resource_version = rv;
           return true;
         }
-        Apply(change, object);
+        Apply(change, object, key);
         if (!rv.empty()) *resource_version = rv;
         return true;
       },

@@ -2,10 +2,10 @@
 
 #include <cstdint>
 #include <functional>
-#include <map>
 #include <memory>
 #include <string>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "agent/kube/client.h"
@@ -73,7 +73,8 @@ class Informer {
   absl::StatusOr<std::string> Relist(const std::function<bool()>& cancelled);
   // Watches from `*resource_version` until the stream ends; updates it as events arrive.
   absl::Status WatchFrom(std::string* resource_version, const std::function<bool()>& cancelled);
-  void Apply(Change change, simdjson::dom::element object);
+  // `key`: Key(object), which the caller has computed.
+  void Apply(Change change, simdjson::dom::element object, const std::string& key);
   // Sleeps for the next backoff unless cancelled; false when cancelled.
   bool Backoff(int* failures, const std::function<bool()>& cancelled);
 
@@ -82,7 +83,7 @@ class Informer {
   const InformerHandler handler_;
   const std::function<std::string(simdjson::dom::element)> trim_;
   // "namespace/name" -> what was last reported.
-  std::map<std::string, Known> known_;
+  absl::flat_hash_map<std::string, Known> known_;
 };
 
 }  // namespace elfdeploy::agent
