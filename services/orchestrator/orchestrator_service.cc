@@ -8,11 +8,11 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
-#include "google/protobuf/util/time_util.h"
 #include "prometheus/counter.h"
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
 #include "services/common/grpc_status.h"
+#include "services/common/proto_time.h"
 #include "services/orchestrator/grpc_stages.h"
 
 namespace elfdeploy {
@@ -185,11 +185,8 @@ absl::StatusOr<std::unique_ptr<Component>> MakeOrchestratorServices(
           if (!timing.has_end_time()) continue;
           std::string stage = absl::AsciiStrToLower(v1::Stage_Name(timing.stage()));
           stage = std::string(absl::StripPrefix(stage, "stage_"));
-          double seconds =
-              static_cast<double>(
-                  google::protobuf::util::TimeUtil::TimestampToNanoseconds(timing.end_time()) -
-                  google::protobuf::util::TimeUtil::TimestampToNanoseconds(timing.start_time())) /
-              1e9;
+          double seconds = absl::ToDoubleSeconds(FromTimestamp(timing.end_time()) -
+                                                 FromTimestamp(timing.start_time()));
           stages.Add({{"stage", stage}}, buckets).Observe(seconds);
         }
       }

@@ -76,11 +76,12 @@ class Recorder {
     if (app == nullptr)
       return absl::InternalError(absl::StrCat("no app ", name, " in the rollout"));
     v1::Stage previous = app->stage();
-    const v1::AppRollout before = *app;
+    // The verify loop reports every poll; only a change reaches the store.
+    std::optional<v1::AppRollout> before;
+    if (stage == previous) before = *app;
     if (change) change(*app);
     app->set_message(message);
-    // The verify loop reports every poll; only a change reaches the store.
-    if (stage == previous && google::protobuf::util::MessageDifferencer::Equals(before, *app)) {
+    if (before.has_value() && google::protobuf::util::MessageDifferencer::Equals(*before, *app)) {
       return absl::OkStatus();
     }
     if (stage != previous) {

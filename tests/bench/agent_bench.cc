@@ -25,8 +25,8 @@
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "elfdeploy/v1/cluster_watcher.grpc.pb.h"
-#include "google/protobuf/util/time_util.h"
 #include "services/common/http_client.h"
+#include "services/common/proto_time.h"
 #include "tests/harness/net.h"
 #include "tests/harness/pki.h"
 #include "tests/harness/process.h"
@@ -44,8 +44,6 @@ ABSL_FLAG(absl::Duration, hold, absl::ZeroDuration(),
 
 namespace elfdeploy::testing {
 namespace {
-
-using google::protobuf::util::TimeUtil;
 
 constexpr char kToken[] = "bench-token";
 
@@ -187,8 +185,7 @@ Measured Subscribe(const Stack& stack, absl::Duration window) {
     absl::Time now = absl::Now();
     if (now < start) continue;
     ++events;
-    absl::Time observed =
-        absl::FromUnixNanos(TimeUtil::TimestampToNanoseconds(response.change().observed_time()));
+    absl::Time observed = FromTimestamp(response.change().observed_time());
     latencies.push_back(absl::ToDoubleMilliseconds(now - observed));
   }
   stopper.join();

@@ -15,6 +15,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
+#include "services/common/proto_time.h"
 #include "services/elfctl/options.h"
 #include "services/elfctl/render.h"
 #include "tests/harness/temp_dir.h"
@@ -26,13 +27,7 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-google::protobuf::Timestamp Ts(absl::Time t) {
-  google::protobuf::Timestamp ts;
-  ts.set_seconds(absl::ToUnixSeconds(t));
-  ts.set_nanos(
-      static_cast<int32_t>((t - absl::FromUnixSeconds(ts.seconds())) / absl::Nanoseconds(1)));
-  return ts;
-}
+google::protobuf::Timestamp Ts(absl::Time t) { return ToTimestamp(t); }
 
 const absl::Time kStart = absl::FromUnixSeconds(1714564800);  // 2024-05-01 12:00:00 UTC
 

@@ -20,10 +20,10 @@
 #include "absl/strings/strip.h"
 #include "elfdeploy/v1/orchestrator.grpc.pb.h"
 #include "gmock/gmock.h"
-#include "google/protobuf/util/time_util.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "services/common/http_client.h"
+#include "services/common/proto_time.h"
 #include "tests/harness/peers.h"
 #include "tests/harness/process.h"
 #include "tests/harness/temp_dir.h"
@@ -33,7 +33,6 @@
 namespace elfdeploy::testing {
 namespace {
 
-using google::protobuf::util::TimeUtil;
 using json = nlohmann::json;
 using ::testing::HasSubstr;
 
@@ -232,9 +231,7 @@ TEST_F(DeployE2eTest, AMissingImageFailsFastAndACrashLoopTimesOutWithItsFinding)
   for (const v1::AppRollout& a : rollout.apps()) {
     for (const v1::StageTiming& t : a.stage_timings()) {
       if (t.stage() != v1::STAGE_SYNCING) continue;
-      absl::Duration verdict =
-          absl::FromUnixMillis(TimeUtil::TimestampToMilliseconds(failed.event_time())) -
-          absl::FromUnixMillis(TimeUtil::TimestampToMilliseconds(t.start_time()));
+      absl::Duration verdict = FromTimestamp(failed.event_time()) - FromTimestamp(t.start_time());
       std::printf("%s: FAILED %s after its sync began\n", a.name().c_str(),
                   absl::FormatDuration(verdict).c_str());
     }
