@@ -1,14 +1,14 @@
 // Times seed-like apps (teams and mcps, each a Deployment YAML with comments and the image
 // elf-automations/<name>:latest) published into an empty GitOps repository in one commit, then one
-// app's digest changed and published again, by the manifest publisher (one Publish RPC to the
-// running service) and by the seed's way: a bash script that writes the same files (sed rewrites
-// the image line, printf and cat write the Service, the kustomizations and the Applications) and
-// runs `git add`, `git commit` and `git push` with the git CLI. Prints the medians, the speed-ups
-// and whether they meet the targets of issue 5 item 9 (>= 20x the script's time for the 500-app
-// publish, >= 5x for the one-app change). Both tools push over git:// to fresh bare repositories of
-// the same git daemon and keep their state between the two scenarios: the script its working copy
-// (cloned before, untimed), the publisher its cache. Exits non-zero only when a publish fails or
-// the remote does not hold what it should.
+// app's digest changed and published again (--changes times), by the manifest publisher (one
+// Publish RPC to the running service) and by the seed's way: a bash script that writes the same
+// files (sed rewrites the image line, printf and cat write the Service, the kustomizations and the
+// Applications) and runs `git add`, `git commit` and `git push` with the git CLI. Prints the
+// medians, the speed-ups and whether they meet the targets of issue 5 item 9 (>= 20x the script's
+// time for the 500-app publish, >= 5x for the one-app change). Both tools push over git:// to fresh
+// bare repositories of the same git daemon and keep their state between the publishes: the script
+// its working copy (cloned before, untimed), the publisher its cache. Exits non-zero only when a
+// publish fails or the remote does not hold what it should.
 #include <fcntl.h>
 #include <grpcpp/grpcpp.h>
 #include <linux/magic.h>
@@ -56,7 +56,11 @@
 ABSL_FLAG(int, apps, 500, "apps in the GitOps tree (3 of 5 in group teams, the rest in mcps)");
 ABSL_FLAG(std::string, service_log, "",
           "append the publisher service's log (ELFDEPLOY_LOG_LEVEL applies) to this file");
-ABSL_FLAG(int, repeat, 3, "timed publishes per tool and scenario; the table shows medians");
+ABSL_FLAG(int, repeat, 3,
+          "repetitions, each from an empty repository: one full publish per tool, then --changes "
+          "one-app changes; the table shows medians");
+ABSL_FLAG(int, changes, 5,
+          "one-app changes per tool and repetition, each a new digest of the same app");
 ABSL_FLAG(std::string, work_dir, "",
           "directory for the git daemon's repositories, the publisher's cache, the script's "
           "working copy and every temporary file (TMPDIR); empty: /dev/shm when it is a writable "
@@ -284,7 +288,7 @@ struct Repetition {
 
 class Bench {
  public:
-  Bench(int apps, int repeat) : app_count_(apps), repeat_(repeat) {}
+  Bench(int apps, int repeat, int changes) : app_count_(apps), repeat_(repeat), changes_(changes) {}
 
   absl::Status Setup() {
     absl::StatusOr<std::string> git = Version({"git", "--version"});
@@ -327,7 +331,7 @@ class Bench {
         changed_->name.c_str());
     std::printf(
         "publisher: %s, default config but publisher.cache_dir; one service and cache per "
-        "repetition, kept between its two publishes; one Publish RPC per publish\n",
+        "repetition, kept between its publishes; one Publish RPC per publish\n",
         BinaryPath("elfdeploy-manifest-publisher").c_str());
     std::printf(
         "baseline: bash %s, %s; a working copy cloned per repetition (untimed) and kept; "
@@ -347,14 +351,14 @@ class Bench {
     for (int rep = 0; rep < repeat_; ++rep) {
       absl::StatusOr<Repetition> state = Prepare(rep);
       if (!state.ok()) return state.status();
-      for (int scenario = 0; scenario < 2; ++scenario) {
+      for (int step = 0; step <= changes_; ++step) {
         for (int turn = 0; turn < 2; ++turn) {
-          bool publisher = (turn + rep) % 2 == 0;
+          bool publisher = (turn + rep + step) % 2 == 0;
           absl::Status s =
-              publisher ? MeasurePublisher(*state, scenario) : MeasureBaseline(*state, scenario);
+              publisher ? MeasurePublisher(*state, step) : MeasureBaseline(*state, step);
           if (!s.ok()) return s;
         }
-        if (scenario == 0) {
+        if (step == 0) {
           if (absl::Status s = CompareTrees(*state); !s.ok()) return s;
         }
       }
@@ -384,26 +388,30 @@ class Bench {
                   speedup >= s.target ? "PASS" : "MISS");
     }
     std::printf(
-        "\nseconds: median of %d; publisher: Publish RPC round trip (service running, cache kept "
-        "from the %d-app publish); baseline: bash script, spawn to exit (working copy kept); each "
-        "after sync(2), which tool goes first alternating\n"
+        "\nseconds: median of %d full publishes and of %d one-app changes (%d per repetition); "
+        "publisher: Publish RPC round trip (service running, cache kept from the %d-app "
+        "publish); baseline: bash script, spawn to exit (working copy kept); each after sync(2), "
+        "which tool goes first alternating\n"
         "speed-up: baseline / publisher; every publish checked on the remote: one more commit "
         "(git rev-list --count), the new digest in the changed deployment.yaml (git show), the "
         "one-app change touching only that file, and both tools' trees holding the same paths\n",
-        repeat_, static_cast<int>(apps_.size()));
+        repeat_, repeat_ * changes_, changes_, static_cast<int>(apps_.size()));
   }
 
  private:
-  std::vector<const App*> ScenarioApps(int scenario) const {
-    if (scenario == 1) return {changed_};
+  // Step 0 publishes every app; step k > 0 is the k-th one-app change (image generation k).
+  static int ScenarioOf(int step) { return step == 0 ? 0 : 1; }
+
+  std::vector<const App*> StepApps(int step) const {
+    if (step > 0) return {changed_};
     std::vector<const App*> apps;
     for (const App& app : apps_) apps.push_back(&app);
     return apps;
   }
 
-  std::string Message(int scenario) const {
-    return scenario == 0 ? absl::StrCat("Deploy ", apps_.size(), " apps")
-                         : absl::StrCat("Deploy ", changed_->name);
+  std::string Message(int step) const {
+    return step == 0 ? absl::StrCat("Deploy ", apps_.size(), " apps")
+                     : absl::StrCat("Deploy ", changed_->name, " (change ", step, ")");
   }
 
   absl::StatusOr<Repetition> Prepare(int rep) {
@@ -484,13 +492,18 @@ class Bench {
     return response;
   }
 
-  absl::Status MeasurePublisher(Repetition& state, int scenario) {
-    std::string label = absl::StrFormat("[%d/%d] %-18s %-9s", state.rep + 1, repeat_,
-                                        scenarios_[scenario].name, "publisher");
-    v1::PublishRequest request =
-        Request(ScenarioApps(scenario), scenario, git_->url(state.publisher_repo),
-                absl::StrCat("bench-", state.rep, "-", scenario));
-    request.set_message(Message(scenario));
+  std::string Label(const Repetition& state, int step, const char* tool) const {
+    std::string scenario = scenarios_[ScenarioOf(step)].name;
+    if (step > 0) absl::StrAppend(&scenario, " ", step);
+    return absl::StrFormat("[%d/%d] %-18s %-9s", state.rep + 1, repeat_, scenario, tool);
+  }
+
+  absl::Status MeasurePublisher(Repetition& state, int step) {
+    const int scenario = ScenarioOf(step);
+    std::string label = Label(state, step, "publisher");
+    v1::PublishRequest request = Request(StepApps(step), step, git_->url(state.publisher_repo),
+                                         absl::StrCat("bench-", state.rep, "-", step));
+    request.set_message(Message(step));
     ::sync();
     double seconds = 0;
     double server_seconds = 0;
@@ -514,7 +527,7 @@ class Bench {
     if (!problems.empty()) {
       return absl::DataLossError(absl::StrCat(label, ": ", absl::StrJoin(problems, "; ")));
     }
-    absl::StatusOr<std::string> head = CheckRemote(label, state.publisher_repo, scenario);
+    absl::StatusOr<std::string> head = CheckRemote(label, state.publisher_repo, step);
     if (!head.ok()) return head.status();
     if (*head != response->commit()) {
       return absl::DataLossError(absl::StrCat(label, ": the remote's main is ", *head,
@@ -530,17 +543,17 @@ class Bench {
     return absl::OkStatus();
   }
 
-  absl::Status MeasureBaseline(Repetition& state, int scenario) {
-    std::string label = absl::StrFormat("[%d/%d] %-18s %-9s", state.rep + 1, repeat_,
-                                        scenarios_[scenario].name, "baseline");
+  absl::Status MeasureBaseline(Repetition& state, int step) {
+    const int scenario = ScenarioOf(step);
+    std::string label = Label(state, step, "baseline");
     std::vector<std::string> argv = {"bash", dir_->Join(scenario == 0 ? "full.sh" : "one.sh"),
                                      state.dir->Join("wc"), dir_->Join("src")};
     if (scenario == 0) {
       argv.insert(argv.end(),
-                  {dir_->Join("apps.txt"), git_->url(state.baseline_repo), Message(scenario)});
+                  {dir_->Join("apps.txt"), git_->url(state.baseline_repo), Message(step)});
     } else {
       argv.insert(argv.end(),
-                  {changed_->group, changed_->name, changed_->Image(1), Message(scenario)});
+                  {changed_->group, changed_->name, changed_->Image(step), Message(step)});
     }
     Env env = {{"GIT_CONFIG_NOSYSTEM", "1"},
                {"HOME", git_->home()},
@@ -555,7 +568,7 @@ class Bench {
                                              exited->code, "\n",
                                              Tail(ReadFile(log_path).value_or(""))));
     }
-    absl::StatusOr<std::string> head = CheckRemote(label, state.baseline_repo, scenario);
+    absl::StatusOr<std::string> head = CheckRemote(label, state.baseline_repo, step);
     if (!head.ok()) return head.status();
     scenarios_[scenario].baseline.push_back(exited->seconds);
     std::printf("%s %8.3f s  commit %.12s\n", label.c_str(), exited->seconds, head->c_str());
@@ -563,36 +576,36 @@ class Bench {
     return absl::OkStatus();
   }
 
-  // Checks the remote after `scenario`: scenario + 1 commits on main, the changed app's
-  // deployment.yaml with the scenario's digest and its comments, and for the one-app change, no
-  // other file touched. Returns main's commit.
+  // Checks the remote after `step`: step + 1 commits on main, the changed app's deployment.yaml
+  // with the step's digest and its comments, and for a one-app change, no other file touched.
+  // Returns main's commit.
   absl::StatusOr<std::string> CheckRemote(const std::string& label, const std::string& repo,
-                                          int scenario) {
+                                          int step) {
     std::string git_dir = git_->repo_path(repo);
     std::vector<std::string> problems;
     absl::StatusOr<std::string> count =
         Git(*git_, {"--git-dir", git_dir, "rev-list", "--count", kBranch});
     if (!count.ok()) return count.status();
-    if (absl::StripAsciiWhitespace(*count) != absl::StrCat(scenario + 1)) {
+    if (absl::StripAsciiWhitespace(*count) != absl::StrCat(step + 1)) {
       problems.push_back(absl::StrCat("main has ", absl::StripAsciiWhitespace(*count),
-                                      " commits, expected ", scenario + 1));
+                                      " commits, expected ", step + 1));
     }
     absl::StatusOr<std::string> deployment =
         Git(*git_,
             {"--git-dir", git_dir, "show", absl::StrCat(kBranch, ":", changed_->DeploymentPath())});
     if (!deployment.ok()) return deployment.status();
-    if (!absl::StrContains(*deployment, absl::StrCat("@sha256:", changed_->Digest(scenario)))) {
-      problems.push_back(absl::StrCat(changed_->DeploymentPath(), " lacks the digest ",
-                                      changed_->Digest(scenario)));
+    if (!absl::StrContains(*deployment, absl::StrCat("@sha256:", changed_->Digest(step)))) {
+      problems.push_back(
+          absl::StrCat(changed_->DeploymentPath(), " lacks the digest ", changed_->Digest(step)));
     }
-    if (scenario == 1 &&
-        absl::StrContains(*deployment, absl::StrCat("@sha256:", changed_->Digest(0)))) {
+    if (step > 0 &&
+        absl::StrContains(*deployment, absl::StrCat("@sha256:", changed_->Digest(step - 1)))) {
       problems.push_back(absl::StrCat(changed_->DeploymentPath(), " still has the old digest"));
     }
     if (!absl::StrContains(*deployment, absl::StrCat("# ", changed_->name, ": "))) {
       problems.push_back(absl::StrCat(changed_->DeploymentPath(), " lost its comment"));
     }
-    if (scenario == 1) {
+    if (step > 0) {
       absl::StatusOr<std::string> diff =
           Git(*git_, {"--git-dir", git_dir, "diff", "--name-only", "main~1", "main"});
       if (!diff.ok()) return diff.status();
@@ -668,7 +681,7 @@ class Bench {
     if (!moved.ok()) return moved.status();
     std::string moved_head(absl::StripAsciiWhitespace(*moved));
     v1::PublishRequest request =
-        Request({changed_}, 2, git_->url(state.publisher_repo), "bench-moved-head");
+        Request({changed_}, changes_ + 1, git_->url(state.publisher_repo), "bench-moved-head");
     double seconds = 0;
     double server_seconds = 0;
     absl::StatusOr<v1::PublishResponse> response =
@@ -687,7 +700,7 @@ class Bench {
         Git(*git_, {"--git-dir", git_->repo_path(state.publisher_repo), "show",
                     absl::StrCat(kBranch, ":", changed_->DeploymentPath())});
     if (!deployment.ok()) return deployment.status();
-    if (!absl::StrContains(*deployment, changed_->Digest(2))) {
+    if (!absl::StrContains(*deployment, changed_->Digest(changes_ + 1))) {
       problems.push_back("the new digest is missing");
     }
     if (!problems.empty()) {
@@ -703,6 +716,7 @@ class Bench {
 
   int app_count_;
   int repeat_;
+  int changes_;
   std::optional<TempDir> dir_;
   std::vector<App> apps_;
   std::map<std::string, int> group_sizes_;
@@ -714,23 +728,24 @@ class Bench {
 int Main(const char* argv0) {
   int apps = absl::GetFlag(FLAGS_apps);
   int repeat = absl::GetFlag(FLAGS_repeat);
+  int changes = absl::GetFlag(FLAGS_changes);
   std::string work_dir = absl::GetFlag(FLAGS_work_dir);
   if (work_dir.empty()) work_dir = DefaultWorkDir();
-  if (apps < 2 || repeat < 1) {
-    std::fprintf(stderr, "--apps must be at least 2 and --repeat at least 1\n");
+  if (apps < 2 || repeat < 1 || changes < 1) {
+    std::fprintf(stderr, "--apps must be at least 2, --repeat and --changes at least 1\n");
     return 2;
   }
   if (setenv("TMPDIR", work_dir.c_str(), 1) != 0) {
     std::fprintf(stderr, "setenv TMPDIR: %s\n", strerror(errno));
     return 2;
   }
-  std::string command =
-      absl::StrFormat("%s --apps=%d --repeat=%d --work_dir=%s", argv0, apps, repeat, work_dir);
+  std::string command = absl::StrFormat("%s --apps=%d --repeat=%d --changes=%d --work_dir=%s",
+                                        argv0, apps, repeat, changes, work_dir);
   std::printf("command: %s\n", command.c_str());
   std::printf("machine: %u cpus; work dir %s (%s), TMPDIR for everything\n",
               std::thread::hardware_concurrency(), work_dir.c_str(), FileSystem(work_dir).c_str());
   if (apps < 500) std::printf("note: below issue 5 item 9's 500 apps\n");
-  Bench bench(apps, repeat);
+  Bench bench(apps, repeat, changes);
   return RunAndReport(bench, command);
 }
 
