@@ -890,24 +890,70 @@ absl::StatusOr<Cache> OpenCache(const std::string& cache_dir, const GitTarget& t
   return Cache(std::move(lock), &pool, std::move(path), *open);
 }
 
+bool HasObject(git_repository* repo, const git_oid& oid) {
+  git_odb* odb = nullptr;
+  if (git_repository_odb(&odb, repo) < 0) return false;
+  bool exists = git_odb_exists(odb, &oid) != 0;
+  git_odb_free(odb);
+  return exists;
+}
+
 constexpr int kMaxCachePacks = 32;
 
-std::vector<std::filesystem::path> PackFiles(const std::string& pack_dir) {
-  std::vector<std::filesystem::path> packs;
+// A pack of the cache. The base pack is marked by a .keep file naming the commit it holds
+// everything reachable from.
+struct CachePack {
+  std::filesystem::path path;  // the .pack file
+  uintmax_t size = 0;
+  std::optional<git_oid> base_of;
+};
+
+std::vector<CachePack> CachePacks(const std::string& pack_dir) {
+  std::vector<CachePack> packs;
   std::error_code ec;
   for (std::filesystem::directory_iterator it(pack_dir, ec), end; !ec && it != end;
        it.increment(ec)) {
-    if (it->path().extension() == ".pack") packs.push_back(it->path());
+    if (it->path().extension() != ".pack") continue;
+    CachePack pack;
+    pack.path = it->path();
+    std::error_code size_ec;
+    pack.size = std::filesystem::file_size(pack.path, size_ec);
+    std::filesystem::path keep = pack.path;
+    char hex[GIT_OID_HEXSZ] = {};
+    if (std::FILE* f = std::fopen(keep.replace_extension(".keep").c_str(), "r"); f != nullptr) {
+      git_oid commit;
+      if (std::fread(hex, 1, sizeof(hex), f) == sizeof(hex) &&
+          git_oid_fromstrn(&commit, hex, sizeof(hex)) == 0) {
+        pack.base_of = commit;
+      }
+      std::fclose(f);
+    }
+    packs.push_back(std::move(pack));
   }
   return packs;
 }
 
-// Repacks everything reachable from `head` into one pack when fetches and publishes have left
-// more than kMaxCachePacks, and drops the rest; true when it did.
+// Keeps the cache at no more than kMaxCachePacks + 1 packs, most written once. Past that, the
+// packs beside the base (one per landed publish or fetch) become one pack of what `head` adds over
+// the base's commit; once they weigh as much as the base, everything reachable from `head` becomes
+// the new base instead. So the base, which grows with the history, is rewritten about log2(history)
+// times rather than every kMaxCachePacks publishes. True when packs were deleted.
 absl::StatusOr<bool> CompactCache(Cache& cache, const git_oid& head, const Redactor& redact) {
   std::string pack_dir = absl::StrCat(cache.path(), "/objects/pack");
-  std::vector<std::filesystem::path> packs = PackFiles(pack_dir);
+  std::vector<CachePack> packs = CachePacks(pack_dir);
   if (static_cast<int>(packs.size()) <= kMaxCachePacks) return false;
+  const CachePack* base = nullptr;
+  for (const CachePack& pack : packs) {
+    if (pack.base_of.has_value() && HasObject(cache.repo(), *pack.base_of) &&
+        (base == nullptr || pack.size > base->size)) {
+      base = &pack;
+    }
+  }
+  uintmax_t rest = 0;
+  for (const CachePack& pack : packs) {
+    if (&pack != base) rest += pack.size;
+  }
+  const bool rebase = base == nullptr || rest >= base->size;
   git_packbuilder* raw_builder = nullptr;
   git_revwalk* raw_walk = nullptr;
   if (git_packbuilder_new(&raw_builder, cache.repo()) < 0) {
@@ -919,16 +965,31 @@ absl::StatusOr<bool> CompactCache(Cache& cache, const git_oid& head, const Redac
   }
   RevwalkPtr walk(raw_walk);
   if (git_revwalk_push(walk.get(), &head) < 0 ||
+      (!rebase && git_revwalk_hide(walk.get(), &*base->base_of) < 0) ||
       git_packbuilder_insert_walk(builder.get(), walk.get()) < 0 ||
       git_packbuilder_write(builder.get(), pack_dir.c_str(), 0, nullptr, nullptr) < 0) {
     return LocalGitError("repacking the cache", redact);
   }
-  std::string kept = absl::StrCat("pack-", git_packbuilder_name(builder.get()));
-  for (const std::filesystem::path& pack : packs) {
-    if (pack.stem() == kept) continue;
+  const std::string written = absl::StrCat("pack-", git_packbuilder_name(builder.get()));
+  if (rebase) {
+    std::string keep = absl::StrCat(pack_dir, "/", written, ".keep");
+    std::string content = absl::StrCat(OidHex(head), "\n");
+    std::FILE* f = std::fopen(keep.c_str(), "w");
+    bool ok = f != nullptr && std::fwrite(content.data(), 1, content.size(), f) == content.size();
+    if (f != nullptr && std::fclose(f) != 0) ok = false;
+    if (!ok) {
+      // Without its mark the new pack is merely one more pack; the old ones stay.
+      std::error_code ec;
+      std::filesystem::remove(keep, ec);
+      return absl::InternalError(
+          redact(absl::StrCat("cannot write ", keep, ": ", std::strerror(errno))));
+    }
+  }
+  for (const CachePack& pack : packs) {
+    if (pack.path.stem() == written || (!rebase && &pack == base)) continue;
     std::error_code ec;
-    for (const char* extension : {".idx", ".rev", ".keep", ".pack"}) {
-      std::filesystem::path file = pack;
+    for (const char* extension : {".keep", ".idx", ".rev", ".pack"}) {
+      std::filesystem::path file = pack.path;
       std::filesystem::remove(file.replace_extension(extension), ec);
     }
   }
@@ -1011,14 +1072,6 @@ absl::Status SetTrackingRef(git_repository* repo, const std::string& branch,
   }
   git_error_clear();
   return absl::OkStatus();
-}
-
-bool HasObject(git_repository* repo, const git_oid& oid) {
-  git_odb* odb = nullptr;
-  if (git_repository_odb(&odb, repo) < 0) return false;
-  bool exists = git_odb_exists(odb, &oid) != 0;
-  git_odb_free(odb);
-  return exists;
 }
 
 bool SameHead(const std::optional<git_oid>& a, const std::optional<git_oid>& b) {

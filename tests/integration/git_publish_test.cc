@@ -18,6 +18,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
@@ -758,6 +759,79 @@ TEST_F(GitPublishTest, CacheStaysCompactAcrossManyPublishes) {
   EXPECT_LE(packs, 33);
   EXPECT_EQ(CommitCount(remote), kPublishes);
   EXPECT_EQ(Git(remote, {"fsck", "--no-progress", "--strict"}), "");
+}
+
+// The cache's base pack (marked by a .keep naming its commit) is rewritten only once the packs
+// beside it weigh as much: until then compaction merges just those.
+TEST_F(GitPublishTest, CacheCompactionMergesSmallPacksAndKeepsTheBase) {
+  Remote remote;
+  ASSERT_NO_FATAL_FAILURE(MakeRemote("file", &remote));
+  GitPublisher publisher(Options("cache"));
+  // Incompressible enough that the base outweighs dozens of one-file publishes.
+  std::string large;
+  uint64_t state = 88172645463325252ull;
+  for (int i = 0; i < 64 * 1024; ++i) {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    large.push_back("0123456789abcdef"[state & 15]);
+  }
+  auto publish = [&](int i) {
+    std::vector<FileChange> changes = {
+        Put(absl::StrCat("apps/", i % 5, ".yaml"), absl::StrCat("v", i, "\n"))};
+    if (i == 0) changes.push_back(Put("blob.txt", large));
+    absl::StatusOr<PublishOutcome> outcome =
+        publisher.Publish(remote.target, Render(changes), Spec(absl::StrCat("publish ", i)));
+    ASSERT_TRUE(outcome.ok()) << i << ": " << outcome.status();
+  };
+  // Waits for the keeper (a dry run takes the cache lock) and lists the cache's packs.
+  auto packs = [&](std::vector<std::string>* names, std::vector<std::string>* keeps) {
+    absl::StatusOr<std::pair<std::string, std::string>> diff =
+        publisher.Diff(remote.target, Render({}));
+    ASSERT_TRUE(diff.ok()) << diff.status();
+    names->clear();
+    keeps->clear();
+    for (const auto& repo : std::filesystem::directory_iterator(dir_->Join("cache"))) {
+      if (!repo.is_directory()) continue;
+      for (const auto& file : std::filesystem::directory_iterator(repo.path() / "objects/pack")) {
+        std::string stem = file.path().stem().string();
+        if (file.path().extension() == ".pack") names->push_back(stem);
+        if (file.path().extension() == ".keep") {
+          absl::StatusOr<std::string> content = harness::ReadFile(file.path().string());
+          ASSERT_TRUE(content.ok()) << content.status();
+          keeps->push_back(absl::StrCat(stem, " ", absl::StripTrailingAsciiWhitespace(*content)));
+        }
+      }
+    }
+  };
+  std::vector<std::string> names;
+  std::vector<std::string> keeps;
+  // The first compaction (33 packs, no base yet) writes a base holding everything.
+  for (int i = 0; i < 40; ++i) ASSERT_NO_FATAL_FAILURE(publish(i));
+  ASSERT_NO_FATAL_FAILURE(packs(&names, &keeps));
+  ASSERT_EQ(keeps.size(), 1u) << absl::StrJoin(names, " ");
+  const std::string base = keeps[0];
+  std::vector<std::string> base_fields = absl::StrSplit(base, ' ');
+  ASSERT_EQ(base_fields.size(), 2u) << base;
+  EXPECT_EQ(Git(remote, {"cat-file", "-t", base_fields[1]}), "commit");
+  EXPECT_EQ(names.size(), 8u) << absl::StrJoin(names, " ");  // the base and 7 publishes since
+  // The second one (at 33 packs again) merges the 32 small ones and leaves the base as it was.
+  for (int i = 40; i < 75; ++i) ASSERT_NO_FATAL_FAILURE(publish(i));
+  ASSERT_NO_FATAL_FAILURE(packs(&names, &keeps));
+  EXPECT_THAT(keeps, ElementsAre(base));
+  EXPECT_EQ(names.size(), 12u) << absl::StrJoin(names, " ");  // base, merged, 10 since
+  EXPECT_EQ(CommitCount(remote), 75);
+  for (const auto& repo : std::filesystem::directory_iterator(dir_->Join("cache"))) {
+    if (!repo.is_directory()) continue;
+    absl::StatusOr<harness::CommandResult> fsck = harness::RunGit(
+        remote.home, {"--git-dir", repo.path().string(), "fsck", "--no-progress", "--strict"});
+    ASSERT_TRUE(fsck.ok()) << fsck.status();
+    EXPECT_EQ(fsck->exit_code, 0) << fsck->output;
+  }
+  absl::StatusOr<std::pair<std::string, std::string>> diff =
+      publisher.Diff(remote.target, Render({Put("apps/4.yaml", "v74\n"), Put("blob.txt", large)}));
+  ASSERT_TRUE(diff.ok()) << diff.status();
+  EXPECT_EQ(diff->first, "");
 }
 
 TEST_F(GitPublishTest, SshUnknownKeyFailsOnceAsUnauthenticated) {
