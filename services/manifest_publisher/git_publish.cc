@@ -13,12 +13,14 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <deque>
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
 #include <random>
 #include <set>
 #include <string>
@@ -667,12 +669,12 @@ class CacheLock {
     return error_.empty() ? absl::OkStatus() : absl::InternalError(error_);
   }
 
-  // Returns when another thread of this process waits for the lock, or at `deadline`.
-  void AwaitWaiter(absl::Time deadline) {
+  // Returns when another thread of this process waits for the lock, or after `timeout`.
+  void AwaitWaiter(absl::Duration timeout) {
     absl::MutexLock lock(&slot_.mu);
-    slot_.mu.AwaitWithDeadline(absl::Condition(
-                                   +[](Slot* slot) { return slot->waiting > 0; }, &slot_),
-                               deadline);
+    slot_.mu.AwaitWithTimeout(absl::Condition(
+                                  +[](Slot* slot) { return slot->waiting > 0; }, &slot_),
+                              timeout);
   }
 
  private:
@@ -776,7 +778,7 @@ class Cache {
   git_odb_backend* staged() const { return open_->staged; }
   const std::string& path() const { return path_; }
   void KeepOpen() { reopen_ = false; }
-  void AwaitWaiter(absl::Time deadline) { lock_->AwaitWaiter(deadline); }
+  void AwaitWaiter(absl::Duration timeout) { lock_->AwaitWaiter(timeout); }
 
  private:
   std::unique_ptr<CacheLock> lock_;
@@ -933,11 +935,22 @@ std::vector<CachePack> CachePacks(const std::string& pack_dir) {
   return packs;
 }
 
-// Keeps the cache at no more than kMaxCachePacks + 1 packs, most written once. Past that, the
-// packs beside the base (one per landed publish or fetch) become one pack of what `head` adds over
-// the base's commit; once they weigh as much as the base, everything reachable from `head` becomes
-// the new base instead. So the base, which grows with the history, is rewritten about log2(history)
-// times rather than every kMaxCachePacks publishes. True when packs were deleted.
+// Deletes a pack and the files beside it (its .keep first, the .pack last), or only the .keep.
+void RemovePack(std::filesystem::path pack, bool keep_only) {
+  std::error_code ec;
+  for (const char* extension :
+       {".keep", ".idx", ".rev", ".bitmap", ".mtimes", ".promisor", ".pack"}) {
+    std::filesystem::remove(pack.replace_extension(extension), ec);
+    if (keep_only) return;
+  }
+}
+
+// Keeps the cache at no more than kMaxCachePacks + 1 packs. Past that, the packs beside the base
+// (one per landed publish or fetch) become one pack of what `head` adds over the base's commit;
+// once they weigh as much as the base, everything reachable from `head` becomes the new base
+// instead. A merge thus writes at most about the base's size, and the whole history, which the
+// base holds, is rewritten each time it has doubled rather than every kMaxCachePacks publishes.
+// True when packs were deleted.
 absl::StatusOr<bool> CompactCache(Cache& cache, const git_oid& head, const Redactor& redact) {
   std::string pack_dir = absl::StrCat(cache.path(), "/objects/pack");
   std::vector<CachePack> packs = CachePacks(pack_dir);
@@ -978,20 +991,18 @@ absl::StatusOr<bool> CompactCache(Cache& cache, const git_oid& head, const Redac
     bool ok = f != nullptr && std::fwrite(content.data(), 1, content.size(), f) == content.size();
     if (f != nullptr && std::fclose(f) != 0) ok = false;
     if (!ok) {
-      // Without its mark the new pack is merely one more pack; the old ones stay.
-      std::error_code ec;
-      std::filesystem::remove(keep, ec);
-      return absl::InternalError(
-          redact(absl::StrCat("cannot write ", keep, ": ", std::strerror(errno))));
+      // The old packs stay and the new one goes: unmarked, each compaction would add one more.
+      std::string error = std::strerror(errno);
+      bool existed = std::any_of(packs.begin(), packs.end(), [&](const CachePack& pack) {
+        return pack.path.stem() == written;
+      });
+      RemovePack(absl::StrCat(pack_dir, "/", written, ".pack"), existed);
+      return absl::InternalError(redact(absl::StrCat("cannot write ", keep, ": ", error)));
     }
   }
   for (const CachePack& pack : packs) {
     if (pack.path.stem() == written || (!rebase && &pack == base)) continue;
-    std::error_code ec;
-    for (const char* extension : {".keep", ".idx", ".rev", ".pack"}) {
-      std::filesystem::path file = pack.path;
-      std::filesystem::remove(file.replace_extension(extension), ec);
-    }
+    RemovePack(pack.path, false);
   }
   return true;
 }
@@ -1451,8 +1462,9 @@ absl::StatusOr<git_oid> CreateCommit(git_repository* repo, const CommitSpec& spe
 // A push connection idle for longer than this during a render is replaced before pushing.
 constexpr absl::Duration kMaxIdleConnection = absl::Seconds(10);
 
-// A landed publish's cache writes wait this long, unless another publish waits for the cache, so
-// that they do not compete with sending Publish's answer (on two cores they added 0-2 ms to it).
+// A landed publish's cache writes wait this long, unless another publish waits for the cache or
+// more writes are queued, so that they do not compete with sending Publish's answer (on two cores
+// they added 0-2 ms to it).
 constexpr absl::Duration kKeepDelay = absl::Milliseconds(5);
 
 absl::Duration Jitter(absl::Duration backoff) {
@@ -1463,7 +1475,8 @@ absl::Duration Jitter(absl::Duration backoff) {
 
 }  // namespace
 
-// Runs the cache writes of landed publishes, in order, after Publish has answered.
+// Runs the cache writes of landed publishes, in order, after Publish has answered. A task learns
+// whether more are queued behind it (or the keeper is stopping): then it must not linger.
 class GitPublisher::Keeper {
  public:
   Keeper() : thread_([this] { Run(); }) {}
@@ -1477,7 +1490,7 @@ class GitPublisher::Keeper {
   Keeper(const Keeper&) = delete;
   Keeper& operator=(const Keeper&) = delete;
 
-  void Post(absl::AnyInvocable<void() &&> task) {
+  void Post(absl::AnyInvocable<void(bool backlog) &&> task) {
     absl::MutexLock lock(&mu_);
     tasks_.push_back(std::move(task));
   }
@@ -1486,7 +1499,8 @@ class GitPublisher::Keeper {
   // Until stopped, and then until every posted task has run.
   void Run() {
     for (;;) {
-      absl::AnyInvocable<void() &&> task;
+      absl::AnyInvocable<void(bool backlog) &&> task;
+      bool backlog = false;
       {
         absl::MutexLock lock(&mu_);
         mu_.Await(absl::Condition(
@@ -1494,13 +1508,14 @@ class GitPublisher::Keeper {
         if (tasks_.empty()) return;
         task = std::move(tasks_.front());
         tasks_.pop_front();
+        backlog = stopping_ || !tasks_.empty();
       }
-      std::move(task)();
+      std::move(task)(backlog);
     }
   }
 
   absl::Mutex mu_;
-  std::deque<absl::AnyInvocable<void() &&>> tasks_ ABSL_GUARDED_BY(mu_);
+  std::deque<absl::AnyInvocable<void(bool backlog) &&>> tasks_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread thread_;  // last: it starts once the members above exist
 };
@@ -1636,8 +1651,8 @@ absl::StatusOr<PublishOutcome> GitPublisher::Publish(const GitTarget& target,
       destination.reset();
       ready.head_commit.reset();
       keeper_->Post([cache = *std::move(cache), head = *created, branch = target.branch, redact,
-                     deadline = absl::Now() + kKeepDelay]() mutable {
-        cache.AwaitWaiter(deadline);
+                     posted = absl::Now()](bool backlog) mutable {
+        if (!backlog) cache.AwaitWaiter(std::min(kKeepDelay, posted + kKeepDelay - absl::Now()));
         absl::Time start = absl::Now();
         absl::Status tracked = SetTrackingRef(cache.repo(), branch, head, redact);
         absl::StatusOr<bool> repacked =

@@ -820,6 +820,16 @@ TEST_F(GitPublishTest, CacheCompactionMergesSmallPacksAndKeepsTheBase) {
   ASSERT_NO_FATAL_FAILURE(packs(&names, &keeps));
   EXPECT_THAT(keeps, ElementsAre(base));
   EXPECT_EQ(names.size(), 12u) << absl::StrJoin(names, " ");  // base, merged, 10 since
+  // The merged pack left out what the base holds (the large file above all).
+  for (const auto& repo : std::filesystem::directory_iterator(dir_->Join("cache"))) {
+    if (!repo.is_directory()) continue;
+    std::filesystem::path pack_dir = repo.path() / "objects/pack";
+    uintmax_t base_size = std::filesystem::file_size(pack_dir / (base_fields[0] + ".pack"));
+    for (const auto& file : std::filesystem::directory_iterator(pack_dir)) {
+      if (file.path().extension() != ".pack" || file.path().stem() == base_fields[0]) continue;
+      EXPECT_LT(file.file_size(), base_size / 2) << file.path();
+    }
+  }
   EXPECT_EQ(CommitCount(remote), 75);
   for (const auto& repo : std::filesystem::directory_iterator(dir_->Join("cache"))) {
     if (!repo.is_directory()) continue;
