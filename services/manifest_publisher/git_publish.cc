@@ -910,16 +910,24 @@ struct CachePack {
   std::optional<git_oid> base_of;
 };
 
-std::vector<CachePack> CachePacks(const std::string& pack_dir) {
-  std::vector<CachePack> packs;
+std::vector<std::filesystem::path> PackFiles(const std::string& pack_dir) {
+  std::vector<std::filesystem::path> packs;
   std::error_code ec;
   for (std::filesystem::directory_iterator it(pack_dir, ec), end; !ec && it != end;
        it.increment(ec)) {
-    if (it->path().extension() != ".pack") continue;
+    if (it->path().extension() == ".pack") packs.push_back(it->path());
+  }
+  return packs;
+}
+
+// Each pack's size and, from its .keep, the commit it is the base of.
+std::vector<CachePack> DescribePacks(const std::vector<std::filesystem::path>& files) {
+  std::vector<CachePack> packs;
+  for (const std::filesystem::path& file : files) {
     CachePack pack;
-    pack.path = it->path();
-    std::error_code size_ec;
-    pack.size = std::filesystem::file_size(pack.path, size_ec);
+    pack.path = file;
+    std::error_code ec;
+    pack.size = std::filesystem::file_size(pack.path, ec);
     std::filesystem::path keep = pack.path;
     char hex[GIT_OID_HEXSZ] = {};
     if (std::FILE* f = std::fopen(keep.replace_extension(".keep").c_str(), "r"); f != nullptr) {
@@ -953,8 +961,9 @@ void RemovePack(std::filesystem::path pack, bool keep_only) {
 // True when packs were deleted.
 absl::StatusOr<bool> CompactCache(Cache& cache, const git_oid& head, const Redactor& redact) {
   std::string pack_dir = absl::StrCat(cache.path(), "/objects/pack");
-  std::vector<CachePack> packs = CachePacks(pack_dir);
-  if (static_cast<int>(packs.size()) <= kMaxCachePacks) return false;
+  std::vector<std::filesystem::path> files = PackFiles(pack_dir);
+  if (static_cast<int>(files.size()) <= kMaxCachePacks) return false;
+  std::vector<CachePack> packs = DescribePacks(files);
   const CachePack* base = nullptr;
   for (const CachePack& pack : packs) {
     if (pack.base_of.has_value() && HasObject(cache.repo(), *pack.base_of) &&
