@@ -39,6 +39,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "services/manifest_publisher/git_stream.h"
+#include "services/manifest_publisher/git_transport.h"
 
 namespace elfdeploy::publisher {
 namespace {
@@ -1475,6 +1476,8 @@ constexpr absl::Duration kMaxIdleConnection = absl::Seconds(10);
 // more writes are queued, so that they do not compete with sending Publish's answer (on two cores
 // they added 0-2 ms to it).
 constexpr absl::Duration kKeepDelay = absl::Milliseconds(5);
+// How long the destructor waits for servers to finish their answers after push reports.
+constexpr absl::Duration kPushTailWait = absl::Seconds(10);
 
 absl::Duration Jitter(absl::Duration backoff) {
   thread_local std::mt19937_64 random{std::random_device{}()};
@@ -1535,11 +1538,18 @@ GitPublisher::GitPublisher(PublisherOptions options)
       keeper_(std::make_unique<Keeper>()) {
   git_libgit2_init();
   UseNoDelaySockets();
+  UseEarlyPushReports();
 }
 
 GitPublisher::~GitPublisher() {
   keeper_.reset();  // pending cache writes finish while libgit2 is still initialized
   pool_.reset();
+  if (!AwaitPushTails(kPushTailWait)) {
+    // A thread still reads a server's answer through libgit2, which must stay initialized.
+    log::Warning("git server still sending after its push report; libgit2 stays initialized",
+                 {{"waited", kPushTailWait}});
+    return;
+  }
   git_libgit2_shutdown();
 }
 

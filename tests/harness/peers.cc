@@ -283,6 +283,8 @@ absl::StatusOr<std::unique_ptr<GitHttpFixture>> GitHttpFixture::Start(Options op
 server.bind = "127.0.0.1"
 server.port = %d
 server.modules = ("mod_alias", "mod_auth", "mod_authn_file", "mod_setenv", "mod_cgi")
+# CGI output reaches the client as it comes, as with Apache's mod_cgi.
+server.stream-response-body = 1
 alias.url = ("/git/" => "/usr/lib/git-core/git-http-backend/")
 $HTTP["url"] =~ "^/git/" {
   cgi.assign = ("" => "")

@@ -19,10 +19,12 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "services/manifest_publisher/git_transport.h"
 #include "tests/harness/fault_proxy.h"
 #include "tests/harness/peers.h"
 #include "tests/harness/process.h"
@@ -61,6 +63,60 @@ CommitSpec Spec(std::string message) {
 
 std::vector<std::string> Lines(absl::string_view text) {
   return absl::StrSplit(text, '\n', absl::SkipWhitespace());
+}
+
+// `payload` as a pkt-line.
+std::string Pkt(absl::string_view payload) {
+  return absl::StrCat(absl::Hex(payload.size() + 4, absl::kZeroPad4), payload);
+}
+
+// A side-band packet of `channel`.
+std::string Band(char channel, absl::string_view payload) {
+  return Pkt(absl::StrCat(std::string(1, channel), payload));
+}
+
+const std::string kReport = absl::StrCat(Pkt("unpack ok\n"), Pkt("ok refs/heads/main\n"), "0000");
+
+TEST(PushReportScannerTest, StopsAfterThePacketThatEndsTheReport) {
+  const std::string answer = absl::StrCat(Band(1, kReport), Band(2, "hook output\n"), "0000");
+  PushReportScanner scanner;
+  EXPECT_EQ(scanner.Feed(answer), Band(1, kReport).size());
+  EXPECT_TRUE(scanner.complete());
+  EXPECT_FALSE(scanner.passthrough());
+}
+
+TEST(PushReportScannerTest, FindsTheEndAcrossAnySplit) {
+  // The report split over two bands with progress between them, fed a byte at a time.
+  const std::string first = Band(1, kReport.substr(0, 9));
+  const std::string answer =
+      absl::StrCat(Band(2, "Resolving deltas\n"), first, Band(2, "more\n"),
+                   Band(1, kReport.substr(9)), Band(2, "hook output\n"), "0000");
+  const size_t report_end = answer.size() - Band(2, "hook output\n").size() - 4;
+  PushReportScanner scanner;
+  size_t passed = 0;
+  for (size_t i = 0; i < answer.size() && !scanner.complete(); ++i) {
+    passed += scanner.Feed(answer.substr(i, 1));
+    EXPECT_EQ(scanner.complete(), i + 1 == report_end) << "at byte " << i;
+  }
+  EXPECT_TRUE(scanner.complete());
+  EXPECT_EQ(passed, report_end);
+}
+
+TEST(PushReportScannerTest, LeavesAnswersWithoutSideBandAlone) {
+  PushReportScanner plain;
+  EXPECT_EQ(plain.Feed(kReport), kReport.size());
+  EXPECT_TRUE(plain.passthrough());
+  EXPECT_FALSE(plain.complete());
+
+  PushReportScanner ended;  // the closing flush came before the report ended: nothing to cut
+  const std::string answer = absl::StrCat(Band(3, "fatal: out of space\n"), "0000");
+  EXPECT_EQ(ended.Feed(answer), answer.size());
+  EXPECT_TRUE(ended.passthrough());
+  EXPECT_FALSE(ended.complete());
+
+  PushReportScanner garbage;
+  EXPECT_EQ(garbage.Feed("zz12\x01"), 5u);
+  EXPECT_TRUE(garbage.passthrough());
 }
 
 // A bare repository behind one transport, and what the git CLI needs to reach it.
@@ -591,6 +647,58 @@ TEST_P(GitPublishTransportTest, RemoteMovedDuringRenderRetriesOnNewHead) {
   EXPECT_EQ(Git(remote, {"show", "main:apps/a.yaml"}), "a: 2");
   EXPECT_EQ(CommitCount(remote), 3);
   ExpectNoEmptyCommit(remote);
+}
+
+// Waits for the file $GO (at most 30 s), writes to the side band (stdout and stderr) in steps,
+// then creates $DONE.
+constexpr char kWaitingHook[] = R"(#!/bin/sh
+cat >/dev/null
+i=0
+while [ ! -e '$GO' ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i + 1)); done
+for n in 1 2 3 4 5; do
+  echo "post-receive: step $n"
+  echo "post-receive: step $n" >&2
+  sleep 0.05
+done
+touch '$DONE'
+)";
+
+// A post-receive hook that waits for the test's go-ahead, then writes to the side band (its
+// stdout and stderr) and leaves a mark. Publish must return while it waits (the push is landed
+// once the report is in), and the hook must still finish: the rest of the server's answer is
+// read, not cut off.
+TEST_P(GitPublishTransportTest, ReturnsAtTheReportWhileAPostReceiveHookRuns) {
+  if (GetParam() == "file") GTEST_SKIP() << "libgit2 pushes to a local repository in-process";
+  Remote remote;
+  ASSERT_NO_FATAL_FAILURE(MakeRemote(GetParam(), &remote));
+  const std::string go = remote.git_dir + "/hook-go";
+  const std::string done = remote.git_dir + "/hook-done";
+  const std::string hook = remote.git_dir + "/hooks/post-receive";
+  ASSERT_TRUE(
+      harness::WriteFile(hook, absl::StrReplaceAll(kWaitingHook, {{"$GO", go}, {"$DONE", done}}))
+          .ok());
+  std::filesystem::permissions(
+      hook, std::filesystem::perms::owner_all | std::filesystem::perms::group_read |
+                std::filesystem::perms::group_exec | std::filesystem::perms::others_read |
+                std::filesystem::perms::others_exec);
+  GitPublisher publisher(Options("cache"));
+  absl::StatusOr<PublishOutcome> first =
+      publisher.Publish(remote.target, Render({Put("a.yaml", "1\n")}), Spec("first"));
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->commit, Git(remote, {"rev-parse", "main"}));
+  // The hook cannot finish before the go-ahead (or its 30 s limit).
+  EXPECT_FALSE(std::filesystem::exists(done)) << "Publish waited for the post-receive hook";
+  ASSERT_TRUE(harness::WriteFile(go, "").ok());
+  for (int i = 0; i < 3000 && !std::filesystem::exists(done); ++i)
+    absl::SleepFor(absl::Milliseconds(20));
+  EXPECT_TRUE(std::filesystem::exists(done)) << "the hook did not finish after the go-ahead";
+
+  absl::StatusOr<PublishOutcome> second =
+      publisher.Publish(remote.target, Render({Put("a.yaml", "2\n")}), Spec("second"));
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->parent, first->commit);
+  EXPECT_EQ(Git(remote, {"show", "main:a.yaml"}), "2");
+  EXPECT_TRUE(AwaitPushTails(absl::Seconds(30)));
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, GitPublishTransportTest,
