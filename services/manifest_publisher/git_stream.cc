@@ -5,6 +5,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -30,6 +31,9 @@ struct SocketStream {
 };
 
 constexpr size_t kWriteBuffer = 64 << 10;
+
+// Set by SocketReadDeadline; infinite otherwise.
+thread_local absl::Duration read_silence = absl::InfiniteDuration();
 
 SocketStream* Self(git_stream* stream) { return reinterpret_cast<SocketStream*>(stream); }
 
@@ -97,6 +101,16 @@ ssize_t Read(git_stream* stream, void* data, size_t len) {
   // the kernel would otherwise delay.
   int one = 1;
   setsockopt(Self(stream)->socket, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
+  if (read_silence != absl::InfiniteDuration()) {
+    pollfd readable = {Self(stream)->socket, POLLIN, 0};
+    int ready;
+    do {
+      ready = poll(&readable, 1, static_cast<int>(absl::ToInt64Milliseconds(read_silence)));
+    } while (ready < 0 && errno == EINTR);
+    if (ready == 0) {
+      return Fail("nothing to read from socket for " + absl::FormatDuration(read_silence));
+    }
+  }
   ssize_t n;
   do {
     n = recv(Self(stream)->socket, data, len, 0);
@@ -147,6 +161,12 @@ int NewStream(git_stream** out, const char* host, const char* port) {
 }
 
 }  // namespace
+
+SocketReadDeadline::SocketReadDeadline(absl::Duration silence) : previous_(read_silence) {
+  read_silence = silence;
+}
+
+SocketReadDeadline::~SocketReadDeadline() { read_silence = previous_; }
 
 void UseNoDelaySockets() {
   static std::once_flag once;

@@ -1,5 +1,7 @@
 #pragma once
 
+#include "absl/time/time.h"
+
 namespace elfdeploy::publisher {
 
 // Makes libgit2 open its plain TCP connections (git://, http://, and the sockets under https://
@@ -10,5 +12,18 @@ namespace elfdeploy::publisher {
 // no-op for libgit2 other than 1.5, whose ssh transport reads the socket through the internal
 // layout mirrored here.
 void UseNoDelaySockets();
+
+// While one lives, a read on this thread from a socket of UseNoDelaySockets fails when nothing
+// arrives for `silence`. (ssh is not covered: libssh2 reads its socket itself.)
+class SocketReadDeadline {
+ public:
+  explicit SocketReadDeadline(absl::Duration silence);
+  ~SocketReadDeadline();
+  SocketReadDeadline(const SocketReadDeadline&) = delete;
+  SocketReadDeadline& operator=(const SocketReadDeadline&) = delete;
+
+ private:
+  absl::Duration previous_;
+};
 
 }  // namespace elfdeploy::publisher

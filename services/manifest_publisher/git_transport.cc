@@ -6,9 +6,12 @@
 #include <algorithm>
 #include <cstring>
 #include <mutex>
+#include <system_error>
 #include <thread>
 
 #include "absl/synchronization/mutex.h"
+#include "services/common/log.h"
+#include "services/manifest_publisher/git_stream.h"
 
 namespace elfdeploy::publisher {
 
@@ -50,13 +53,19 @@ void PushReportScanner::FeedReport(absl::string_view payload) {
 }
 
 size_t PushReportScanner::Feed(absl::string_view data) {
+  const bool was_complete = complete_;
+  size_t report_end = data.size();
   size_t at = 0;
-  while (at < data.size() && !complete_ && !passthrough_) {
+  while (at < data.size() && !ended_ && !passthrough_) {
     if (outer_.remaining == 0) {
       int length = ReadHeader(outer_, data, &at);
       if (length == -1) break;
-      // A flush (the server finished already), a malformed header or a packet too short to carry
-      // a band: nothing to cut short.
+      if (complete_ && length <= 4) {
+        ended_ = true;  // the closing flush (or nothing a tail reader could follow)
+        break;
+      }
+      // Before the report ends: a flush (the server finished already), a malformed header or a
+      // packet too short to carry a band leave nothing to cut short.
       if (length <= 4) {
         passthrough_ = true;
         break;
@@ -69,42 +78,77 @@ size_t PushReportScanner::Feed(absl::string_view data) {
       channel_ = static_cast<unsigned char>(data[at++]);
       --outer_.remaining;
       if (channel_ < 1 || channel_ > 3) {
-        passthrough_ = true;  // "unpack ok": a report without side-band
+        if (complete_) {
+          ended_ = true;
+        } else {
+          passthrough_ = true;  // "unpack ok": a report without side-band
+        }
         break;
       }
     }
     size_t take = std::min(outer_.remaining, data.size() - at);
-    if (channel_ == 1) FeedReport(data.substr(at, take));
+    if (channel_ == 1 && !complete_) FeedReport(data.substr(at, take));
     at += take;
     outer_.remaining -= take;
-    if (outer_.remaining == 0 && inner_done_ && !passthrough_) complete_ = true;
+    if (!complete_ && outer_.remaining == 0 && inner_done_ && !passthrough_) {
+      complete_ = true;
+      report_end = at;
+    }
   }
-  return complete_ ? at : data.size();
+  return was_complete ? data.size() : report_end;
 }
 
 namespace {
 
 constexpr char kFlush[] = "0000";
 
-// Reads the tails of finished pushes, one thread each, and frees their connections at the end.
+// A server that sends nothing for this long after a push report is given up on (ssh excepted:
+// libssh2 reads its socket itself).
+constexpr absl::Duration kTailSilence = absl::Minutes(10);
+
+// Reads the rest of a finished push's answer (up to its closing flush), then frees the
+// connection.
+void ReadTail(git_smart_subtransport_stream* stream, git_smart_subtransport* transport,
+              PushReportScanner scanner) {
+  SocketReadDeadline silence(kTailSilence);
+  char buffer[16 << 10];
+  size_t n = 0;
+  int rc = 0;
+  while (!scanner.ended() && (rc = stream->read(stream, buffer, sizeof buffer, &n)) == 0 && n > 0) {
+    scanner.Feed(absl::string_view(buffer, n));
+  }
+  if (!scanner.ended()) {
+    const git_error* error = rc < 0 ? git_error_last() : nullptr;
+    log::Debug("git server's answer after the push report ended without its closing flush",
+               {{"error", error != nullptr ? error->message : "connection closed"}});
+  }
+  stream->free(stream);
+  transport->close(transport);
+  transport->free(transport);
+}
+
+// Runs ReadTail on a thread per finished push.
 class Tails {
  public:
-  void Post(git_smart_subtransport_stream* stream, git_smart_subtransport* transport) {
+  void Post(git_smart_subtransport_stream* stream, git_smart_subtransport* transport,
+            const PushReportScanner& scanner) {
     {
       absl::MutexLock lock(&mu_);
       ++active_;
     }
-    std::thread([this, stream, transport] {
-      char buffer[16 << 10];
-      size_t n = 0;
-      while (stream->read(stream, buffer, sizeof buffer, &n) == 0 && n > 0) {
+    try {
+      std::thread([this, stream, transport, scanner] {
+        ReadTail(stream, transport, scanner);
+        absl::MutexLock lock(&mu_);
+        --active_;
+      }).detach();
+    } catch (const std::system_error&) {
+      {
+        absl::MutexLock lock(&mu_);
+        --active_;
       }
-      stream->free(stream);
-      transport->close(transport);
-      transport->free(transport);
-      absl::MutexLock lock(&mu_);
-      --active_;
-    }).detach();
+      ReadTail(stream, transport, scanner);  // no thread to spare: read it here, as libgit2 would
+    }
   }
 
   bool Await(absl::Duration timeout) {
@@ -143,8 +187,10 @@ struct Subtransport {
   git_transport* owner = nullptr;
   git_smart_subtransport* inner = nullptr;
   Stream* current = nullptr;
-  // A push stream whose report is in, kept open until close() hands it to the tail reader.
+  // A push stream whose report is in, kept open until close() hands it to the tail reader, and
+  // where its scan of the answer stands.
   git_smart_subtransport_stream* finished = nullptr;
+  PushReportScanner finished_scan;
 };
 
 Stream* Self(git_smart_subtransport_stream* stream) { return reinterpret_cast<Stream*>(stream); }
@@ -183,8 +229,9 @@ void StreamFree(git_smart_subtransport_stream* stream) {
   Stream* self = Self(stream);
   Subtransport* owner = self->owner;
   if (owner->current == self) owner->current = nullptr;
-  if (self->scanner.complete() && owner->finished == nullptr) {
+  if (self->scanner.complete() && !self->scanner.ended() && owner->finished == nullptr) {
     owner->finished = self->inner;
+    owner->finished_scan = self->scanner;
   } else {
     self->inner->free(self->inner);
   }
@@ -194,7 +241,7 @@ void StreamFree(git_smart_subtransport_stream* stream) {
 // Hands a finished push's connection to the tail reader; the subtransport makes a new inner one
 // should it be used again.
 void ReleaseFinished(Subtransport* self) {
-  TheTails().Post(self->finished, self->inner);
+  TheTails().Post(self->finished, self->inner, self->finished_scan);
   self->finished = nullptr;
   self->inner = nullptr;
 }

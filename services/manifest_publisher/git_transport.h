@@ -13,13 +13,15 @@ namespace elfdeploy::publisher {
 // after its post-receive hooks and `gc --auto` have run.
 class PushReportScanner {
  public:
-  // Scans the next bytes of the answer. Returns how many of them run up to the end of the
-  // side-band packet that completes the report: all of them while the report is incomplete or
-  // once passthrough() holds.
+  // Scans the next bytes of the answer. When they complete the report, returns how many of them
+  // run up to the end of the side-band packet that completes it; otherwise all of them. After
+  // the report it goes on to the answer's closing flush (ended()).
   size_t Feed(absl::string_view data);
 
   // The report is in; whatever follows is the server's tail (hook output, the closing flush).
   bool complete() const { return complete_; }
+  // After the report, the answer's closing flush came (or something no tail can follow).
+  bool ended() const { return ended_; }
   // The answer is not a side-band stream this scanner follows (a plain report, an error, the
   // closing flush already): libgit2 reads it whole, as it would without the scanner.
   bool passthrough() const { return passthrough_; }
@@ -42,6 +44,7 @@ class PushReportScanner {
   Packets inner_;
   bool inner_done_ = false;
   bool complete_ = false;
+  bool ended_ = false;
   bool passthrough_ = false;
 };
 
@@ -51,7 +54,8 @@ class PushReportScanner {
 // long as a hook takes elsewhere). The rest of the answer is still read to its end, on a thread
 // of its own, so the server's hooks never write into a closed connection. Registered once per
 // process, after git_libgit2_init; a no-op for libgit2 other than 1.5, whose transports are the
-// ones wrapped.
+// ones wrapped. Errors the server sends after its report no longer fail the push (the refs
+// moved already), and its hooks' output is not shown.
 void UseEarlyPushReports();
 
 // Waits until the tails of every finished push have been read and their connections closed.

@@ -3,6 +3,12 @@
 // results back.
 #include "services/manifest_publisher/git_publish.h"
 
+#include <arpa/inet.h>
+#include <git2.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <filesystem>
 #include <iostream>
@@ -24,6 +30,7 @@
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "services/manifest_publisher/git_stream.h"
 #include "services/manifest_publisher/git_transport.h"
 #include "tests/harness/fault_proxy.h"
 #include "tests/harness/peers.h"
@@ -82,6 +89,7 @@ TEST(PushReportScannerTest, StopsAfterThePacketThatEndsTheReport) {
   PushReportScanner scanner;
   EXPECT_EQ(scanner.Feed(answer), Band(1, kReport).size());
   EXPECT_TRUE(scanner.complete());
+  EXPECT_TRUE(scanner.ended());  // the closing flush came in the same read
   EXPECT_FALSE(scanner.passthrough());
 }
 
@@ -100,6 +108,13 @@ TEST(PushReportScannerTest, FindsTheEndAcrossAnySplit) {
   }
   EXPECT_TRUE(scanner.complete());
   EXPECT_EQ(passed, report_end);
+  // The tail reader goes on to the closing flush.
+  for (size_t i = report_end; i < answer.size(); ++i) {
+    EXPECT_FALSE(scanner.ended()) << "at byte " << i;
+    scanner.Feed(answer.substr(i, 1));
+  }
+  EXPECT_TRUE(scanner.ended());
+  EXPECT_FALSE(scanner.passthrough());
 }
 
 TEST(PushReportScannerTest, LeavesAnswersWithoutSideBandAlone) {
@@ -117,6 +132,36 @@ TEST(PushReportScannerTest, LeavesAnswersWithoutSideBandAlone) {
   PushReportScanner garbage;
   EXPECT_EQ(garbage.Feed("zz12\x01"), 5u);
   EXPECT_TRUE(garbage.passthrough());
+  EXPECT_FALSE(garbage.ended());
+}
+
+// A listener that completes connections and never says anything.
+TEST(SocketReadDeadlineTest, ReadsGiveUpAfterTheSilence) {
+  git_libgit2_init();
+  UseNoDelaySockets();
+  int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(listener, 0);
+  sockaddr_in address = {};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof address;
+  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  ASSERT_EQ(listen(listener, 4), 0);
+  ASSERT_EQ(getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length), 0);
+  git_remote* remote = nullptr;
+  ASSERT_EQ(
+      git_remote_create_detached(
+          &remote, absl::StrCat("git://127.0.0.1:", ntohs(address.sin_port), "/x.git").c_str()),
+      0);
+  {
+    SocketReadDeadline silence(absl::Milliseconds(200));
+    EXPECT_LT(git_remote_connect(remote, GIT_DIRECTION_FETCH, nullptr, nullptr, nullptr), 0);
+    ASSERT_NE(git_error_last(), nullptr);
+    EXPECT_THAT(git_error_last()->message, HasSubstr("nothing to read from socket for 200ms"));
+  }
+  git_remote_free(remote);
+  close(listener);
+  git_libgit2_shutdown();
 }
 
 // A bare repository behind one transport, and what the git CLI needs to reach it.
