@@ -1,7 +1,11 @@
 #include "services/manifest_publisher/publisher.h"
 
 #include <algorithm>
+#include <map>
+#include <optional>
 #include <set>
+#include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -9,6 +13,63 @@
 #include "absl/time/clock.h"
 
 namespace elfdeploy::publisher {
+
+namespace {
+
+// The request's RenderApps, done by the first render of a Publish or Render: a render again on a
+// branch that moved only reassembles the groups' files. GitPublisher renders one at a time.
+class AppsOnce {
+ public:
+  explicit AppsOnce(const PublishParams& params) : params_(params) {}
+
+  const absl::StatusOr<RenderedApps>& Get() {
+    if (!apps_.has_value()) apps_ = RenderApps(params_.apps, params_.tree);
+    return *apps_;
+  }
+
+ private:
+  const PublishParams& params_;
+  std::optional<absl::StatusOr<RenderedApps>> apps_;
+};
+
+// Renders `params` on the branch's tree; the last render's result and files go to `last` and
+// `files`.
+RenderFn MakeRender(const PublishParams& params, AppsOnce& apps, RenderResult* last,
+                    std::vector<FileResult>* files) {
+  return [&params, &apps, last,
+          files](const TreeReader& tree) -> absl::StatusOr<std::vector<FileChange>> {
+    const absl::StatusOr<RenderedApps>& rendered = apps.Get();
+    if (!rendered.ok()) return rendered.status();
+    // Every app folder already in a rendered group stays listed in its kustomization.
+    std::map<std::string, std::set<std::string>> existing;
+    for (const auto& [group, names] : rendered->groups) {
+      std::string dir =
+          absl::StrCat(rendered->prefix.empty() ? "" : rendered->prefix + "/", "manifests/", group);
+      absl::StatusOr<std::vector<std::string>> listed = tree.ListDir(dir);
+      if (!listed.ok()) return listed.status();
+      std::set<std::string>& apps_there = existing[group];
+      for (const std::string& name : *listed) {
+        if (name != "kustomization.yaml") apps_there.insert(name);
+      }
+    }
+    RenderResult result = AssembleTree(*rendered, params.tree, existing);
+    std::vector<FileChange> changes;
+    files->clear();
+    for (const RenderedFile& file : result.files) {
+      absl::StatusOr<std::optional<std::string>> current = tree.ReadFile(file.path);
+      if (!current.ok()) return current.status();
+      Change change = !current->has_value()       ? Change::kAdded
+                      : **current == file.content ? Change::kUnchanged
+                                                  : Change::kModified;
+      files->push_back(FileResult{file.path, file.content, change});
+      changes.push_back(FileChange{file.path, file.content});
+    }
+    *last = std::move(result);
+    return changes;
+  };
+}
+
+}  // namespace
 
 PublishMetrics::PublishMetrics(prometheus::Registry& registry)
     : commits_(prometheus::BuildCounter()
@@ -46,41 +107,6 @@ void PublishMetrics::Published(const PublishOutcome& outcome, absl::Duration ela
 ManifestPublisher::ManifestPublisher(ManifestPublisherOptions options, PublishMetrics* metrics)
     : options_(std::move(options)), metrics_(metrics), git_(options_.git) {}
 
-RenderFn ManifestPublisher::MakeRender(const PublishParams& params, RenderResult* last,
-                                       std::vector<FileResult>* files) const {
-  return [&params, last, files](const TreeReader& tree) -> absl::StatusOr<std::vector<FileChange>> {
-    // Every app folder already in a rendered group stays listed in its kustomization.
-    std::map<std::string, std::set<std::string>> existing;
-    for (const AppInput& app : params.apps) {
-      if (existing.count(app.group) > 0) continue;
-      std::string dir =
-          absl::StrCat(params.tree.path_prefix.empty() ? "" : params.tree.path_prefix + "/",
-                       "manifests/", app.group);
-      absl::StatusOr<std::vector<std::string>> names = tree.ListDir(dir);
-      if (!names.ok()) return names.status();
-      std::set<std::string>& apps = existing[app.group];
-      for (const std::string& name : *names) {
-        if (name != "kustomization.yaml") apps.insert(name);
-      }
-    }
-    absl::StatusOr<RenderResult> rendered = RenderTree(params.apps, params.tree, existing);
-    if (!rendered.ok()) return rendered.status();
-    std::vector<FileChange> changes;
-    files->clear();
-    for (const RenderedFile& file : rendered->files) {
-      absl::StatusOr<std::optional<std::string>> current = tree.ReadFile(file.path);
-      if (!current.ok()) return current.status();
-      Change change = !current->has_value()       ? Change::kAdded
-                      : **current == file.content ? Change::kUnchanged
-                                                  : Change::kModified;
-      files->push_back(FileResult{file.path, file.content, change});
-      changes.push_back(FileChange{file.path, file.content});
-    }
-    *last = *std::move(rendered);
-    return changes;
-  };
-}
-
 CommitSpec ManifestPublisher::MakeCommit(const PublishParams& params) const {
   CommitSpec commit;
   std::vector<std::string> names;
@@ -108,8 +134,9 @@ absl::StatusOr<RenderOutcome> ManifestPublisher::Render(const PublishParams& par
   if (params.apps.empty()) return absl::InvalidArgumentError("apps: at least one is required");
   RenderResult last;
   std::vector<FileResult> files;
+  AppsOnce apps(params);
   absl::StatusOr<std::pair<std::string, std::string>> diff =
-      git_.Diff(params.git, MakeRender(params, &last, &files));
+      git_.Diff(params.git, MakeRender(params, apps, &last, &files));
   if (!diff.ok()) return diff.status();
   RenderOutcome outcome;
   outcome.files = std::move(files);
@@ -126,8 +153,9 @@ absl::StatusOr<PublishResult> ManifestPublisher::Publish(const PublishParams& pa
   absl::Time start = absl::Now();
   RenderResult last;
   std::vector<FileResult> files;
+  AppsOnce apps(params);
   absl::StatusOr<PublishOutcome> outcome =
-      git_.Publish(params.git, MakeRender(params, &last, &files), MakeCommit(params));
+      git_.Publish(params.git, MakeRender(params, apps, &last, &files), MakeCommit(params));
   if (!outcome.ok()) return outcome.status();
   if (metrics_ != nullptr) metrics_->Published(*outcome, absl::Now() - start);
   PublishResult result;

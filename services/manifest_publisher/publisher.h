@@ -77,8 +77,6 @@ class ManifestPublisher {
   absl::StatusOr<PublishResult> Publish(const PublishParams& params);
 
  private:
-  RenderFn MakeRender(const PublishParams& params, RenderResult* last,
-                      std::vector<FileResult>* files) const;
   CommitSpec MakeCommit(const PublishParams& params) const;
 
   ManifestPublisherOptions options_;

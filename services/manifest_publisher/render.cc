@@ -1605,15 +1605,15 @@ absl::Status ValidateTarget(const TargetInput& target) {
 // Fewer apps than this per extra thread are not worth starting it for.
 constexpr size_t kAppsPerThread = 16;
 
-absl::StatusOr<RenderResult> RenderTreeUnsafe(
-    const std::vector<AppInput>& apps, const TargetInput& target,
-    const std::map<std::string, std::set<std::string>>& existing_apps) {
+absl::StatusOr<RenderedApps> RenderAppsUnsafe(const std::vector<AppInput>& apps,
+                                              const TargetInput& target) {
   if (apps.empty()) return absl::InvalidArgumentError("no apps to render");
   absl::StatusOr<std::string> prefix = ValidatePrefix(target.path_prefix);
   if (!prefix.ok()) return prefix.status();
   RENDER_RETURN_IF_ERROR(ValidateTarget(target));
 
-  std::map<std::string, std::set<std::string>> groups;
+  RenderedApps rendered;
+  rendered.prefix = *std::move(prefix);
   for (const AppInput& app : apps) {
     const std::pair<absl::string_view, absl::string_view> names[] = {{"name", app.name},
                                                                      {"group", app.group}};
@@ -1625,12 +1625,11 @@ absl::StatusOr<RenderResult> RenderTreeUnsafe(
                                  "\"-\", at most 63; no \"/\" or \"..\")")));
       }
     }
-    if (!groups[app.group].insert(app.name).second) {
+    if (!rendered.groups[app.group].insert(app.name).second) {
       return AppError(app, absl::InvalidArgumentError("duplicate app in the request"));
     }
   }
 
-  RenderResult result;
   // Apps render independently, on up to one thread per core; the first error in request order
   // wins, so the answer does not depend on scheduling.
   std::vector<std::vector<RenderedFile>> per_app(apps.size());
@@ -1639,7 +1638,7 @@ absl::StatusOr<RenderResult> RenderTreeUnsafe(
   auto work = [&] {
     for (size_t i; (i = next.fetch_add(1)) < apps.size();) {
       try {
-        statuses[i] = RenderApp(apps[i], target, *prefix, per_app[i]);
+        statuses[i] = RenderApp(apps[i], target, rendered.prefix, per_app[i]);
       } catch (const std::exception& e) {
         statuses[i] = absl::InternalError(absl::StrCat("rendering failed: ", e.what()));
       }
@@ -1653,9 +1652,29 @@ absl::StatusOr<RenderResult> RenderTreeUnsafe(
   for (std::thread& worker : workers) worker.join();
   for (size_t i = 0; i < apps.size(); ++i) {
     RENDER_RETURN_IF_ERROR(statuses[i]);
-    for (RenderedFile& file : per_app[i]) result.files.push_back(std::move(file));
+    for (RenderedFile& file : per_app[i]) rendered.files.push_back(std::move(file));
   }
-  for (const auto& [group, names] : groups) {
+  return rendered;
+}
+
+#undef RENDER_RETURN_IF_ERROR
+
+}  // namespace
+
+absl::StatusOr<RenderedApps> RenderApps(const std::vector<AppInput>& apps,
+                                        const TargetInput& target) {
+  try {
+    return RenderAppsUnsafe(apps, target);
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("rendering failed: ", e.what()));
+  }
+}
+
+RenderResult AssembleTree(const RenderedApps& apps, const TargetInput& target,
+                          const std::map<std::string, std::set<std::string>>& existing_apps) {
+  RenderResult result;
+  result.files = apps.files;
+  for (const auto& [group, names] : apps.groups) {
     std::set<std::string> all = names;
     auto existing = existing_apps.find(group);
     if (existing != existing_apps.end()) {
@@ -1663,12 +1682,12 @@ absl::StatusOr<RenderResult> RenderTreeUnsafe(
         if (IsDns1123Label(name)) all.insert(name);
       }
     }
-    const std::string manifests = JoinPath(*prefix, absl::StrCat("manifests/", group));
+    const std::string manifests = JoinPath(apps.prefix, absl::StrCat("manifests/", group));
     result.files.push_back(
         RenderedFile{absl::StrCat(manifests, "/kustomization.yaml"),
                      GenerateKustomization(std::vector<std::string>(all.begin(), all.end()))});
     const std::string app_path =
-        JoinPath(*prefix, absl::StrCat("applications/", group, "-app.yaml"));
+        JoinPath(apps.prefix, absl::StrCat("applications/", group, "-app.yaml"));
     result.files.push_back(RenderedFile{app_path, GenerateApplication(target, group, manifests)});
     result.applications.emplace_back(app_path, group);
   }
@@ -1677,18 +1696,12 @@ absl::StatusOr<RenderResult> RenderTreeUnsafe(
   return result;
 }
 
-#undef RENDER_RETURN_IF_ERROR
-
-}  // namespace
-
 absl::StatusOr<RenderResult> RenderTree(
     const std::vector<AppInput>& apps, const TargetInput& target,
     const std::map<std::string, std::set<std::string>>& existing_apps) {
-  try {
-    return RenderTreeUnsafe(apps, target, existing_apps);
-  } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat("rendering failed: ", e.what()));
-  }
+  absl::StatusOr<RenderedApps> rendered = RenderApps(apps, target);
+  if (!rendered.ok()) return rendered.status();
+  return AssembleTree(*rendered, target, existing_apps);
 }
 
 }  // namespace elfdeploy::publisher

@@ -93,4 +93,18 @@ absl::StatusOr<RenderResult> RenderTree(
     const std::vector<AppInput>& apps, const TargetInput& target,
     const std::map<std::string, std::set<std::string>>& existing_apps);
 
+// RenderTree in two steps: RenderApps does everything that depends on the request alone (all the
+// validation, every app's files), AssembleTree adds what depends on the branch as well (each
+// group's kustomization, which also lists existing_apps, and Application).
+struct RenderedApps {
+  std::string prefix;  // target.path_prefix, validated
+  std::map<std::string, std::set<std::string>> groups;
+  std::vector<RenderedFile> files;  // the apps' own files, in request order
+};
+absl::StatusOr<RenderedApps> RenderApps(const std::vector<AppInput>& apps,
+                                        const TargetInput& target);
+// `target` as given to RenderApps.
+RenderResult AssembleTree(const RenderedApps& apps, const TargetInput& target,
+                          const std::map<std::string, std::set<std::string>>& existing_apps);
+
 }  // namespace elfdeploy::publisher
