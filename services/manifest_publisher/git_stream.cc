@@ -9,11 +9,16 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <climits>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <string>
+
+#include "absl/time/clock.h"
 
 namespace elfdeploy::publisher {
 namespace {
@@ -102,10 +107,13 @@ ssize_t Read(git_stream* stream, void* data, size_t len) {
   int one = 1;
   setsockopt(Self(stream)->socket, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
   if (read_silence != absl::InfiniteDuration()) {
+    const absl::Time deadline = absl::Now() + read_silence;
     pollfd readable = {Self(stream)->socket, POLLIN, 0};
     int ready;
     do {
-      ready = poll(&readable, 1, static_cast<int>(absl::ToInt64Milliseconds(read_silence)));
+      const int64_t wait = absl::ToInt64Milliseconds(absl::Ceil(
+          std::max(deadline - absl::Now(), absl::ZeroDuration()), absl::Milliseconds(1)));
+      ready = poll(&readable, 1, static_cast<int>(std::min<int64_t>(wait, INT_MAX)));
     } while (ready < 0 && errno == EINTR);
     if (ready == 0) {
       return Fail("nothing to read from socket for " + absl::FormatDuration(read_silence));

@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <cstring>
 #include <mutex>
-#include <system_error>
 #include <thread>
 
 #include "absl/synchronization/mutex.h"
@@ -136,19 +135,24 @@ class Tails {
       absl::MutexLock lock(&mu_);
       ++active_;
     }
+    std::thread thread;
     try {
-      std::thread([this, stream, transport, scanner] {
+      thread = std::thread([this, stream, transport, scanner] {
         ReadTail(stream, transport, scanner);
         absl::MutexLock lock(&mu_);
         --active_;
-      }).detach();
-    } catch (const std::system_error&) {
+      });
+    } catch (...) {
+      // No thread to spare: read it here, as libgit2 would have; nothing may unwind through
+      // libgit2's frames.
       {
         absl::MutexLock lock(&mu_);
         --active_;
       }
-      ReadTail(stream, transport, scanner);  // no thread to spare: read it here, as libgit2 would
+      ReadTail(stream, transport, scanner);
+      return;
     }
+    thread.detach();
   }
 
   bool Await(absl::Duration timeout) {

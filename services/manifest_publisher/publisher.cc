@@ -32,11 +32,12 @@ class AppsOnce {
   std::optional<absl::StatusOr<RenderedApps>> apps_;
 };
 
-// Renders `params` on the branch's tree; the last render's result and files go to `last` and
-// `files`.
-RenderFn MakeRender(const PublishParams& params, AppsOnce& apps, RenderResult* last,
+// Renders `params` on the branch's tree; the last render's applications and files go to
+// `applications` and `files`.
+RenderFn MakeRender(const PublishParams& params, AppsOnce& apps,
+                    std::vector<std::pair<std::string, std::string>>* applications,
                     std::vector<FileResult>* files) {
-  return [&params, &apps, last,
+  return [&params, &apps, applications,
           files](const TreeReader& tree) -> absl::StatusOr<std::vector<FileChange>> {
     const absl::StatusOr<RenderedApps>& rendered = apps.Get();
     if (!rendered.ok()) return rendered.status();
@@ -52,19 +53,28 @@ RenderFn MakeRender(const PublishParams& params, AppsOnce& apps, RenderResult* l
         if (name != "kustomization.yaml") apps_there.insert(name);
       }
     }
-    RenderResult result = AssembleTree(*rendered, params.tree, existing);
+    absl::StatusOr<RenderResult> assembled = AssembleTree(*rendered, params.tree, existing);
+    if (!assembled.ok()) return assembled.status();
+    // Both lists are sorted by path; so is their merge.
+    std::vector<const RenderedFile*> all;
+    all.reserve(rendered->files.size() + assembled->files.size());
+    for (const RenderedFile& file : rendered->files) all.push_back(&file);
+    for (const RenderedFile& file : assembled->files) all.push_back(&file);
+    std::inplace_merge(
+        all.begin(), all.begin() + rendered->files.size(), all.end(),
+        [](const RenderedFile* a, const RenderedFile* b) { return a->path < b->path; });
     std::vector<FileChange> changes;
     files->clear();
-    for (const RenderedFile& file : result.files) {
-      absl::StatusOr<std::optional<std::string>> current = tree.ReadFile(file.path);
+    for (const RenderedFile* file : all) {
+      absl::StatusOr<std::optional<std::string>> current = tree.ReadFile(file->path);
       if (!current.ok()) return current.status();
-      Change change = !current->has_value()       ? Change::kAdded
-                      : **current == file.content ? Change::kUnchanged
-                                                  : Change::kModified;
-      files->push_back(FileResult{file.path, file.content, change});
-      changes.push_back(FileChange{file.path, file.content});
+      Change change = !current->has_value()        ? Change::kAdded
+                      : **current == file->content ? Change::kUnchanged
+                                                   : Change::kModified;
+      files->push_back(FileResult{file->path, file->content, change});
+      changes.push_back(FileChange{file->path, file->content});
     }
-    *last = std::move(result);
+    *applications = std::move(assembled->applications);
     return changes;
   };
 }
@@ -132,11 +142,11 @@ CommitSpec ManifestPublisher::MakeCommit(const PublishParams& params) const {
 
 absl::StatusOr<RenderOutcome> ManifestPublisher::Render(const PublishParams& params) {
   if (params.apps.empty()) return absl::InvalidArgumentError("apps: at least one is required");
-  RenderResult last;
+  std::vector<std::pair<std::string, std::string>> applications;
   std::vector<FileResult> files;
   AppsOnce apps(params);
   absl::StatusOr<std::pair<std::string, std::string>> diff =
-      git_.Diff(params.git, MakeRender(params, apps, &last, &files));
+      git_.Diff(params.git, MakeRender(params, apps, &applications, &files));
   if (!diff.ok()) return diff.status();
   RenderOutcome outcome;
   outcome.files = std::move(files);
@@ -144,23 +154,23 @@ absl::StatusOr<RenderOutcome> ManifestPublisher::Render(const PublishParams& par
   outcome.base_commit = diff->second;
   outcome.no_op = std::all_of(outcome.files.begin(), outcome.files.end(),
                               [](const FileResult& f) { return f.change == Change::kUnchanged; });
-  outcome.applications = last.applications;
+  outcome.applications = std::move(applications);
   return outcome;
 }
 
 absl::StatusOr<PublishResult> ManifestPublisher::Publish(const PublishParams& params) {
   if (params.apps.empty()) return absl::InvalidArgumentError("apps: at least one is required");
   absl::Time start = absl::Now();
-  RenderResult last;
+  std::vector<std::pair<std::string, std::string>> applications;
   std::vector<FileResult> files;
   AppsOnce apps(params);
   absl::StatusOr<PublishOutcome> outcome =
-      git_.Publish(params.git, MakeRender(params, apps, &last, &files), MakeCommit(params));
+      git_.Publish(params.git, MakeRender(params, apps, &applications, &files), MakeCommit(params));
   if (!outcome.ok()) return outcome.status();
   if (metrics_ != nullptr) metrics_->Published(*outcome, absl::Now() - start);
   PublishResult result;
   result.git = *outcome;
-  result.applications = last.applications;
+  result.applications = std::move(applications);
   if (!outcome->no_op) {
     for (FileResult& file : files) {
       if (file.change == Change::kUnchanged) continue;

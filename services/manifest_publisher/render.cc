@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <exception>
 #include <initializer_list>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <optional>
@@ -1602,6 +1603,8 @@ absl::Status ValidateTarget(const TargetInput& target) {
   return absl::OkStatus();
 }
 
+bool ByPath(const RenderedFile& a, const RenderedFile& b) { return a.path < b.path; }
+
 // Fewer apps than this per extra thread are not worth starting it for.
 constexpr size_t kAppsPerThread = 16;
 
@@ -1654,6 +1657,7 @@ absl::StatusOr<RenderedApps> RenderAppsUnsafe(const std::vector<AppInput>& apps,
     RENDER_RETURN_IF_ERROR(statuses[i]);
     for (RenderedFile& file : per_app[i]) rendered.files.push_back(std::move(file));
   }
+  std::sort(rendered.files.begin(), rendered.files.end(), ByPath);
   return rendered;
 }
 
@@ -1670,30 +1674,33 @@ absl::StatusOr<RenderedApps> RenderApps(const std::vector<AppInput>& apps,
   }
 }
 
-RenderResult AssembleTree(const RenderedApps& apps, const TargetInput& target,
-                          const std::map<std::string, std::set<std::string>>& existing_apps) {
-  RenderResult result;
-  result.files = apps.files;
-  for (const auto& [group, names] : apps.groups) {
-    std::set<std::string> all = names;
-    auto existing = existing_apps.find(group);
-    if (existing != existing_apps.end()) {
-      for (const std::string& name : existing->second) {
-        if (IsDns1123Label(name)) all.insert(name);
+absl::StatusOr<RenderResult> AssembleTree(
+    const RenderedApps& apps, const TargetInput& target,
+    const std::map<std::string, std::set<std::string>>& existing_apps) {
+  try {
+    RenderResult result;
+    for (const auto& [group, names] : apps.groups) {
+      std::set<std::string> all = names;
+      auto existing = existing_apps.find(group);
+      if (existing != existing_apps.end()) {
+        for (const std::string& name : existing->second) {
+          if (IsDns1123Label(name)) all.insert(name);
+        }
       }
+      const std::string manifests = JoinPath(apps.prefix, absl::StrCat("manifests/", group));
+      result.files.push_back(
+          RenderedFile{absl::StrCat(manifests, "/kustomization.yaml"),
+                       GenerateKustomization(std::vector<std::string>(all.begin(), all.end()))});
+      const std::string app_path =
+          JoinPath(apps.prefix, absl::StrCat("applications/", group, "-app.yaml"));
+      result.files.push_back(RenderedFile{app_path, GenerateApplication(target, group, manifests)});
+      result.applications.emplace_back(app_path, group);
     }
-    const std::string manifests = JoinPath(apps.prefix, absl::StrCat("manifests/", group));
-    result.files.push_back(
-        RenderedFile{absl::StrCat(manifests, "/kustomization.yaml"),
-                     GenerateKustomization(std::vector<std::string>(all.begin(), all.end()))});
-    const std::string app_path =
-        JoinPath(apps.prefix, absl::StrCat("applications/", group, "-app.yaml"));
-    result.files.push_back(RenderedFile{app_path, GenerateApplication(target, group, manifests)});
-    result.applications.emplace_back(app_path, group);
+    std::sort(result.files.begin(), result.files.end(), ByPath);
+    return result;
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("rendering failed: ", e.what()));
   }
-  std::sort(result.files.begin(), result.files.end(),
-            [](const RenderedFile& a, const RenderedFile& b) { return a.path < b.path; });
-  return result;
 }
 
 absl::StatusOr<RenderResult> RenderTree(
@@ -1701,7 +1708,15 @@ absl::StatusOr<RenderResult> RenderTree(
     const std::map<std::string, std::set<std::string>>& existing_apps) {
   absl::StatusOr<RenderedApps> rendered = RenderApps(apps, target);
   if (!rendered.ok()) return rendered.status();
-  return AssembleTree(*rendered, target, existing_apps);
+  absl::StatusOr<RenderResult> result = AssembleTree(*rendered, target, existing_apps);
+  if (!result.ok()) return result.status();
+  std::vector<RenderedFile> groups = std::move(result->files);
+  result->files.clear();
+  std::merge(std::make_move_iterator(rendered->files.begin()),
+             std::make_move_iterator(rendered->files.end()),
+             std::make_move_iterator(groups.begin()), std::make_move_iterator(groups.end()),
+             std::back_inserter(result->files), ByPath);
+  return result;
 }
 
 }  // namespace elfdeploy::publisher

@@ -94,17 +94,19 @@ absl::StatusOr<RenderResult> RenderTree(
     const std::map<std::string, std::set<std::string>>& existing_apps);
 
 // RenderTree in two steps: RenderApps does everything that depends on the request alone (all the
-// validation, every app's files), AssembleTree adds what depends on the branch as well (each
-// group's kustomization, which also lists existing_apps, and Application).
+// validation, every app's files), AssembleTree what depends on the branch as well (each group's
+// kustomization, which also lists existing_apps, and Application). RenderTree's files are the
+// two lists merged by path.
 struct RenderedApps {
   std::string prefix;  // target.path_prefix, validated
   std::map<std::string, std::set<std::string>> groups;
-  std::vector<RenderedFile> files;  // the apps' own files, in request order
+  std::vector<RenderedFile> files;  // the apps' own files, sorted by path
 };
 absl::StatusOr<RenderedApps> RenderApps(const std::vector<AppInput>& apps,
                                         const TargetInput& target);
-// `target` as given to RenderApps.
-RenderResult AssembleTree(const RenderedApps& apps, const TargetInput& target,
-                          const std::map<std::string, std::set<std::string>>& existing_apps);
+// The groups' files (sorted by path) and applications; `target` as given to RenderApps.
+absl::StatusOr<RenderResult> AssembleTree(
+    const RenderedApps& apps, const TargetInput& target,
+    const std::map<std::string, std::set<std::string>>& existing_apps);
 
 }  // namespace elfdeploy::publisher

@@ -1,6 +1,7 @@
 // ManifestPublisher (render + git) against a git daemon: renders again on a branch that moved keep
 // every group listing complete.
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/strings/str_cat.h"
