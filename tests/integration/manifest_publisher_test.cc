@@ -115,5 +115,23 @@ TEST_F(ManifestPublisherTest, RenderAgainOnAMovedBranchListsEveryApp) {
               ::testing::HasSubstr(absl::StrCat(std::string(63, 'a'), 1)));
 }
 
+// The prefix is taken as validated ("elf-automations/" is "elf-automations") when the branch's
+// app folders are listed, too.
+TEST_F(ManifestPublisherTest, PrefixWithATrailingSlashListsTheAppsThere) {
+  std::unique_ptr<ManifestPublisher> publisher = NewPublisher("cache");
+  for (const char* name : {"alpha-team", "beta-team"}) {
+    PublishParams params = Params(Team(name, 1));
+    params.tree.path_prefix = "elf-automations/";
+    absl::StatusOr<PublishResult> result = publisher->Publish(params);
+    ASSERT_TRUE(result.ok()) << result.status();
+  }
+  EXPECT_EQ(Show("elf-automations/manifests/teams/kustomization.yaml"),
+            "apiVersion: kustomize.config.k8s.io/v1beta1\n"
+            "kind: Kustomization\n"
+            "resources:\n"
+            "  - alpha-team\n"
+            "  - beta-team");
+}
+
 }  // namespace
 }  // namespace elfdeploy::publisher
