@@ -46,23 +46,6 @@ class DeployE2eTest : public ::testing::Test {
                       .tls = tls_});
     ASSERT_TRUE(stack.ok()) << stack.status();
     stack_ = *std::move(stack);
-    dir_ = &stack_->dir();
-    registry_ = &stack_->registry();
-    git_ = &stack_->git();
-    kubesim_url_ = stack_->kubesim_url();
-    builder_ = &stack_->builder();
-    registry_sync_ = &stack_->registry_sync();
-    publisher_ = &stack_->publisher();
-    watcher_ = &stack_->watcher();
-    orchestrator_ = &stack_->orchestrator();
-    stub_ = &stack_->stub();
-  }
-
-  // Restarts the orchestrator on the same data dir and points stub_ at it.
-  void StartOrchestrator() {
-    ASSERT_TRUE(stack_->RestartOrchestrator().ok());
-    orchestrator_ = &stack_->orchestrator();
-    stub_ = &stack_->stub();
   }
 
   bool tls_ = false;
@@ -72,7 +55,7 @@ class DeployE2eTest : public ::testing::Test {
     v1::DeployRequest request;
     request.set_source_dir(source_dir);
     (*request.mutable_build_args())["BASE"] =
-        absl::StrCat(registry_->host(), "/elf/python-base:3.11");
+        absl::StrCat(stack_->registry().host(), "/elf/python-base:3.11");
     request.mutable_verify()->set_skip_discovery(true);
     request.mutable_destination()->set_no_image_pull_secret(true);
     return request;
@@ -81,7 +64,7 @@ class DeployE2eTest : public ::testing::Test {
   v1::Rollout MustDeploy(const v1::DeployRequest& request) {
     grpc::ClientContext context;
     v1::DeployResponse deployed;
-    grpc::Status status = stub_->Deploy(&context, request, &deployed);
+    grpc::Status status = stack_->stub().Deploy(&context, request, &deployed);
     EXPECT_TRUE(status.ok()) << status.error_message();
     return deployed.rollout();
   }
@@ -94,8 +77,8 @@ class DeployE2eTest : public ::testing::Test {
 
   // Commits on the GitOps branch whose message carries `correlation_id`'s trailer.
   int CommitsOf(const std::string& correlation_id) {
-    absl::StatusOr<CommandResult> log =
-        git_->Git({"--git-dir", git_->repo_path("gitops"), "log", "--format=%B%x00", "main"});
+    absl::StatusOr<CommandResult> log = stack_->git().Git(
+        {"--git-dir", stack_->git().repo_path("gitops"), "log", "--format=%B%x00", "main"});
     if (!log.ok() || log->exit_code != 0) return 0;  // no branch yet: no commit
     int commits = 0;
     for (absl::string_view message : absl::StrSplit(log->output, '\0')) {
@@ -112,40 +95,30 @@ class DeployE2eTest : public ::testing::Test {
   }
 
   std::unique_ptr<Stack> stack_;
-  TempDir* dir_ = nullptr;
-  RegistryFixture* registry_ = nullptr;
-  GitDaemonFixture* git_ = nullptr;
-  std::string kubesim_url_;
-  ServiceProcess* builder_ = nullptr;
-  ServiceProcess* registry_sync_ = nullptr;
-  ServiceProcess* publisher_ = nullptr;
-  ServiceProcess* watcher_ = nullptr;
-  ServiceProcess* orchestrator_ = nullptr;
-  v1::OrchestratorService::Stub* stub_ = nullptr;
 };
 
 TEST_F(DeployE2eTest, TheExampleAppsRunOnTheirNewDigests) {
   v1::DeployRequest request;
   request.set_source_dir(absl::StrCat(ELFDEPLOY_SOURCE_DIR, "/deploy/local/examples"));
   (*request.mutable_build_args())["BASE"] =
-      absl::StrCat(registry_->host(), "/elf/python-base:3.11");
+      absl::StrCat(stack_->registry().host(), "/elf/python-base:3.11");
   request.mutable_verify()->set_skip_discovery(true);
   request.mutable_destination()->set_no_image_pull_secret(true);
   grpc::ClientContext context;
   v1::DeployResponse deployed;
-  grpc::Status status = stub_->Deploy(&context, request, &deployed);
+  grpc::Status status = stack_->stub().Deploy(&context, request, &deployed);
   ASSERT_TRUE(status.ok()) << status.error_message();
   v1::WatchRolloutResponse last = Follow(deployed.rollout().id());
   ASSERT_TRUE(last.has_state()) << last.DebugString();
   const v1::Rollout& rollout = last.state().rollout();
   ASSERT_EQ(last.state().state(), v1::ROLLOUT_STATE_SUCCEEDED)
       << rollout.DebugString() << "\norchestrator:\n"
-      << Tail(orchestrator_->Log(), 30);
+      << Tail(stack_->orchestrator().Log(), 30);
   EXPECT_EQ(rollout.apps_size(), 4);
 
   // The commit on the GitOps repo carries the rollout and the digests.
-  absl::StatusOr<CommandResult> log =
-      git_->Git({"--git-dir", git_->repo_path("gitops"), "log", "-1", "--format=%H%n%B", "main"});
+  absl::StatusOr<CommandResult> log = stack_->git().Git(
+      {"--git-dir", stack_->git().repo_path("gitops"), "log", "-1", "--format=%H%n%B", "main"});
   ASSERT_TRUE(log.ok() && log->exit_code == 0);
   EXPECT_THAT(log->output, HasSubstr(rollout.commit()));
   EXPECT_THAT(log->output,
@@ -154,8 +127,9 @@ TEST_F(DeployE2eTest, TheExampleAppsRunOnTheirNewDigests) {
   HttpClient http;
   for (const v1::AppRollout& app : rollout.apps()) {
     EXPECT_EQ(app.observed_revision(), rollout.commit()) << app.name();
-    absl::StatusOr<HttpResponse> pods = http.Get(absl::StrCat(
-        kubesim_url_, "/api/v1/namespaces/elf-automations/pods?labelSelector=app%3D", app.name()));
+    absl::StatusOr<HttpResponse> pods = http.Get(
+        absl::StrCat(stack_->kubesim_url(),
+                     "/api/v1/namespaces/elf-automations/pods?labelSelector=app%3D", app.name()));
     ASSERT_TRUE(pods.ok());
     json list = json::parse(pods->body);
     ASSERT_FALSE(list["items"].empty()) << app.name();
@@ -166,7 +140,7 @@ TEST_F(DeployE2eTest, TheExampleAppsRunOnTheirNewDigests) {
   // The same deploy again: nothing changed, so no new commit.
   grpc::ClientContext again_context;
   v1::DeployResponse again;
-  ASSERT_TRUE(stub_->Deploy(&again_context, request, &again).ok());
+  ASSERT_TRUE(stack_->stub().Deploy(&again_context, request, &again).ok());
   v1::WatchRolloutResponse second = Follow(again.rollout().id());
   EXPECT_EQ(second.state().state(), v1::ROLLOUT_STATE_SUCCEEDED);
 
@@ -175,7 +149,7 @@ TEST_F(DeployE2eTest, TheExampleAppsRunOnTheirNewDigests) {
   double succeeded = 0;
   absl::StatusOr<std::string> metrics;
   while (absl::Now() < deadline && succeeded < 2) {
-    metrics = ScrapeMetrics(orchestrator_->metrics_addr());
+    metrics = ScrapeMetrics(stack_->orchestrator().metrics_addr());
     if (metrics.ok()) {
       succeeded =
           MetricValue(*metrics, "elfdeploy_rollouts_total", {{"result", "succeeded"}}).value_or(0);
@@ -192,7 +166,7 @@ TEST_F(DeployE2eTest, TheExampleAppsRunOnTheirNewDigests) {
 
 TEST_F(DeployE2eTest, AMissingImageFailsFastAndACrashLoopTimesOutWithItsFinding) {
   // An app whose Deployment also runs a sidecar image nobody pushed.
-  std::string source = dir_->Join("source");
+  std::string source = stack_->dir().Join("source");
   std::string app = source + "/teams/sidecar-team";
   ASSERT_TRUE(
       WriteFile(app + "/Dockerfile", "ARG BASE\nFROM ${BASE}\nCOPY server.py /app/\n").ok());
@@ -206,17 +180,17 @@ TEST_F(DeployE2eTest, AMissingImageFailsFastAndACrashLoopTimesOutWithItsFinding)
                                      "        - name: sidecar-team\n"
                                      "          image: elf-automations/sidecar-team:latest\n"
                                      "        - name: proxy\n          image: ",
-                                     registry_->host(), "/elf/never-pushed:1\n"))
+                                     stack_->registry().host(), "/elf/never-pushed:1\n"))
                   .ok());
   v1::DeployRequest missing;
   missing.set_source_dir(source);
   (*missing.mutable_build_args())["BASE"] =
-      absl::StrCat(registry_->host(), "/elf/python-base:3.11");
+      absl::StrCat(stack_->registry().host(), "/elf/python-base:3.11");
   missing.mutable_verify()->set_skip_discovery(true);
   missing.mutable_destination()->set_no_image_pull_secret(true);
   grpc::ClientContext context;
   v1::DeployResponse deployed;
-  ASSERT_TRUE(stub_->Deploy(&context, missing, &deployed).ok());
+  ASSERT_TRUE(stack_->stub().Deploy(&context, missing, &deployed).ok());
   v1::WatchRolloutResponse failed = Follow(deployed.rollout().id());
   ASSERT_EQ(failed.state().state(), v1::ROLLOUT_STATE_FAILED) << failed.DebugString();
   const v1::Rollout& rollout = failed.state().rollout();
@@ -240,13 +214,14 @@ TEST_F(DeployE2eTest, AMissingImageFailsFastAndACrashLoopTimesOutWithItsFinding)
   // The demo's broken app crash-loops: the rollout times out with the crash loop and its log.
   v1::DeployRequest broken;
   broken.set_source_dir(absl::StrCat(ELFDEPLOY_SOURCE_DIR, "/deploy/local/broken"));
-  (*broken.mutable_build_args())["BASE"] = absl::StrCat(registry_->host(), "/elf/python-base:3.11");
+  (*broken.mutable_build_args())["BASE"] =
+      absl::StrCat(stack_->registry().host(), "/elf/python-base:3.11");
   broken.mutable_verify()->set_skip_discovery(true);
   broken.mutable_destination()->set_no_image_pull_secret(true);
   broken.mutable_timeout()->set_seconds(15);
   grpc::ClientContext broken_context;
   v1::DeployResponse broken_deployed;
-  ASSERT_TRUE(stub_->Deploy(&broken_context, broken, &broken_deployed).ok());
+  ASSERT_TRUE(stack_->stub().Deploy(&broken_context, broken, &broken_deployed).ok());
   v1::WatchRolloutResponse timed_out = Follow(broken_deployed.rollout().id());
   ASSERT_EQ(timed_out.state().state(), v1::ROLLOUT_STATE_TIMED_OUT) << timed_out.DebugString();
   std::string evidence;
@@ -284,10 +259,10 @@ TEST_F(DeployE2eTlsTest, TheExamplesDeployWithEveryHopOverMutualTls) {
   }
   ASSERT_EQ(last.state().state(), v1::ROLLOUT_STATE_SUCCEEDED)
       << last.DebugString() << "\norchestrator:\n"
-      << Tail(orchestrator_->Log(), 30);
+      << Tail(stack_->orchestrator().Log(), 30);
   // A missing image is told from refused credentials by cluster-watcher asking registry-sync,
   // over its own TLS connection.
-  const std::string source = dir_->Join("ghost");
+  const std::string source = stack_->dir().Join("ghost");
   ASSERT_TRUE(WriteFile(source + "/teams/ghost-team/Dockerfile", "ARG BASE\nFROM ${BASE}\n").ok());
   ASSERT_TRUE(WriteFile(source + "/teams/ghost-team/k8s/deployment.yaml",
                         absl::StrCat("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n"
@@ -298,7 +273,7 @@ TEST_F(DeployE2eTlsTest, TheExamplesDeployWithEveryHopOverMutualTls) {
                                      "        - name: ghost-team\n"
                                      "          image: elf-automations/ghost-team:latest\n"
                                      "        - name: sidecar\n          image: ",
-                                     registry_->host(), "/elf/never-pushed:1\n"))
+                                     stack_->registry().host(), "/elf/never-pushed:1\n"))
                   .ok());
   v1::DeployRequest ghost = ExamplesRequest(source);
   ghost.mutable_timeout()->set_seconds(90);
@@ -309,7 +284,8 @@ TEST_F(DeployE2eTlsTest, TheExamplesDeployWithEveryHopOverMutualTls) {
 
   // The TLS is real: without the client certificate, or in plain text, a peer is refused.
   const std::string ca = stack_->ca_file();
-  for (ServiceProcess* peer : {builder_, registry_sync_, publisher_, watcher_}) {
+  for (ServiceProcess* peer :
+       {&stack_->builder(), &stack_->registry_sync(), &stack_->publisher(), &stack_->watcher()}) {
     const std::string& addr = peer->grpc_addr();
     EXPECT_TRUE(
         CheckHealthTls(addr, ca, stack_->client_cert_file(), stack_->client_key_file()).ok())
@@ -329,14 +305,14 @@ TEST_F(DeployE2eTest, AnOrchestratorKilledMidRolloutFinishesItWithOneCommit) {
   ASSERT_TRUE(WaitForEvent(started.id(), [](const v1::WatchRolloutResponse& e) {
     return e.has_app_stage() && e.app_stage().stage() == v1::STAGE_PUBLISHING;
   }));
-  ASSERT_TRUE(orchestrator_->process().Signal(SIGKILL).ok());
-  ASSERT_TRUE(orchestrator_->process().WaitForExit(absl::Seconds(10)).ok());
-  ASSERT_NO_FATAL_FAILURE(StartOrchestrator());
+  ASSERT_TRUE(stack_->orchestrator().process().Signal(SIGKILL).ok());
+  ASSERT_TRUE(stack_->orchestrator().process().WaitForExit(absl::Seconds(10)).ok());
+  ASSERT_TRUE(stack_->RestartOrchestrator().ok());
 
   v1::WatchRolloutResponse last = Follow(started.id());
   ASSERT_EQ(last.state().state(), v1::ROLLOUT_STATE_SUCCEEDED)
       << last.DebugString() << "\norchestrator:\n"
-      << Tail(orchestrator_->Log(), 30);
+      << Tail(stack_->orchestrator().Log(), 30);
   const v1::Rollout& rollout = last.state().rollout();
   EXPECT_EQ(CommitsOf(rollout.correlation_id()), 1);
   for (const v1::AppRollout& app : rollout.apps()) {
@@ -347,7 +323,7 @@ TEST_F(DeployE2eTest, AnOrchestratorKilledMidRolloutFinishesItWithOneCommit) {
 
 TEST_F(DeployE2eTest, TwoConcurrentRolloutsOnOneRepoBothLand) {
   // A second source with one more team, deployed while the examples are.
-  const std::string source = dir_->Join("solo");
+  const std::string source = stack_->dir().Join("solo");
   const std::string app = source + "/teams/solo-team";
   ASSERT_TRUE(
       WriteFile(app + "/Dockerfile", "ARG BASE\nFROM ${BASE}\nCOPY server.py /app/\n").ok());
@@ -375,15 +351,16 @@ TEST_F(DeployE2eTest, TwoConcurrentRolloutsOnOneRepoBothLand) {
   EXPECT_EQ(CommitsOf(examples_done.state().rollout().correlation_id()), 1);
   EXPECT_EQ(CommitsOf(solo_done.state().rollout().correlation_id()), 1);
   absl::StatusOr<CommandResult> kustomization =
-      git_->Git({"--git-dir", git_->repo_path("gitops"), "show",
-                 "main:elf-automations/manifests/teams/kustomization.yaml"});
+      stack_->git().Git({"--git-dir", stack_->git().repo_path("gitops"), "show",
+                         "main:elf-automations/manifests/teams/kustomization.yaml"});
   ASSERT_TRUE(kustomization.ok() && kustomization->exit_code == 0);
   EXPECT_THAT(kustomization->output, HasSubstr("solo-team"));
   EXPECT_THAT(kustomization->output, HasSubstr("executive-team"));
   HttpClient http;
   for (const char* name : {"solo-team", "executive-team"}) {
-    absl::StatusOr<HttpResponse> pods = http.Get(absl::StrCat(
-        kubesim_url_, "/api/v1/namespaces/elf-automations/pods?labelSelector=app%3D", name));
+    absl::StatusOr<HttpResponse> pods = http.Get(
+        absl::StrCat(stack_->kubesim_url(),
+                     "/api/v1/namespaces/elf-automations/pods?labelSelector=app%3D", name));
     ASSERT_TRUE(pods.ok());
     EXPECT_FALSE(json::parse(pods->body)["items"].empty()) << name;
   }
@@ -402,7 +379,7 @@ TEST_F(DeployE2eTest, ACancelledRolloutStopsAndMakesNoCommit) {
   cancel.set_id(started.id());
   cancel.set_reason("changed my mind");
   v1::CancelRolloutResponse cancelled;
-  grpc::Status status = stub_->CancelRollout(&context, cancel, &cancelled);
+  grpc::Status status = stack_->stub().CancelRollout(&context, cancel, &cancelled);
   ASSERT_TRUE(status.ok()) << status.error_message();
   EXPECT_TRUE(cancelled.rollout().cancel_requested());
 
@@ -416,7 +393,7 @@ TEST_F(DeployE2eTest, ACancelledRolloutStopsAndMakesNoCommit) {
   }
   // Cancelling a cancelled rollout is a no-op; the rollout stays CANCELLED.
   grpc::ClientContext again;
-  ASSERT_TRUE(stub_->CancelRollout(&again, cancel, &cancelled).ok());
+  ASSERT_TRUE(stack_->stub().CancelRollout(&again, cancel, &cancelled).ok());
   EXPECT_EQ(cancelled.rollout().state(), v1::ROLLOUT_STATE_CANCELLED);
 }
 

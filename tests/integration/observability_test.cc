@@ -151,9 +151,6 @@ class ObservabilityTest : public ::testing::Test {
                       .orchestrator_env = {{"ELFDEPLOY_ORCHESTRATOR_SETTLE", "1s"}}});
     ASSERT_TRUE(stack.ok()) << stack.status();
     stack_ = *std::move(stack);
-    dir_ = &stack_->dir();
-    registry_ = &stack_->registry();
-    stub_ = &stack_->stub();
   }
 
   void TearDown() override {
@@ -171,18 +168,18 @@ class ObservabilityTest : public ::testing::Test {
       absl::StrAppend(&config, "  - job_name: ", job, "\n    static_configs: [{targets: ['",
                       service->metrics_addr(), "']}]\n");
     }
-    ASSERT_TRUE(WriteFile(dir_->Join("prometheus.yml"), config).ok());
-    absl::StatusOr<CommandResult> checked =
-        RunCommand({.argv = {PromtoolPath(), "check", "config", dir_->Join("prometheus.yml")}});
+    ASSERT_TRUE(WriteFile(stack_->dir().Join("prometheus.yml"), config).ok());
+    absl::StatusOr<CommandResult> checked = RunCommand(
+        {.argv = {PromtoolPath(), "check", "config", stack_->dir().Join("prometheus.yml")}});
     ASSERT_TRUE(checked.ok() && checked->exit_code == 0) << (checked.ok() ? checked->output : "");
     absl::StatusOr<int> port = PickFreePort();
     ASSERT_TRUE(port.ok());
     prometheus_url_ = absl::StrCat("http://127.0.0.1:", *port);
     absl::StatusOr<std::unique_ptr<ChildProcess>> prometheus = ChildProcess::Start(
-        {.argv = {"/usr/bin/prometheus", "--config.file=" + dir_->Join("prometheus.yml"),
-                  "--storage.tsdb.path=" + dir_->Join("tsdb"),
+        {.argv = {"/usr/bin/prometheus", "--config.file=" + stack_->dir().Join("prometheus.yml"),
+                  "--storage.tsdb.path=" + stack_->dir().Join("tsdb"),
                   absl::StrCat("--web.listen-address=127.0.0.1:", *port)},
-         .log_path = dir_->Join("prometheus.log")});
+         .log_path = stack_->dir().Join("prometheus.log")});
     ASSERT_TRUE(prometheus.ok()) << prometheus.status();
     prometheus_ = *std::move(prometheus);
     // Every target up.
@@ -224,7 +221,7 @@ class ObservabilityTest : public ::testing::Test {
   v1::WatchRolloutResponse DeployAndFollow(const v1::DeployRequest& request) {
     grpc::ClientContext context;
     v1::DeployResponse deployed;
-    grpc::Status status = stub_->Deploy(&context, request, &deployed);
+    grpc::Status status = stack_->stub().Deploy(&context, request, &deployed);
     EXPECT_TRUE(status.ok()) << status.error_message();
     absl::StatusOr<v1::WatchRolloutResponse> last = stack_->Follow(deployed.rollout().id());
     EXPECT_TRUE(last.ok()) << last.status();
@@ -232,9 +229,6 @@ class ObservabilityTest : public ::testing::Test {
   }
 
   std::unique_ptr<Stack> stack_;  // each service is a Prometheus job named after its binary
-  TempDir* dir_ = nullptr;
-  RegistryFixture* registry_ = nullptr;
-  v1::OrchestratorService::Stub* stub_ = nullptr;
   std::unique_ptr<ChildProcess> prometheus_;
   std::string prometheus_url_;
 };
@@ -246,11 +240,11 @@ TEST_F(ObservabilityTest, EveryPanelAndRuleExpressionHasDataOrAReason) {
   v1::DeployRequest examples;
   examples.set_source_dir(kDeploy + "/local/examples");
   (*examples.mutable_build_args())["BASE"] =
-      absl::StrCat(registry_->host(), "/elf/python-base:3.11");
+      absl::StrCat(stack_->registry().host(), "/elf/python-base:3.11");
   examples.mutable_verify()->set_skip_discovery(true);
   examples.mutable_destination()->set_no_image_pull_secret(true);
   ASSERT_EQ(DeployAndFollow(examples).state().state(), v1::ROLLOUT_STATE_SUCCEEDED);
-  const std::string broken = dir_->Join("broken");
+  const std::string broken = stack_->dir().Join("broken");
   ASSERT_TRUE(WriteFile(broken + "/teams/ghost-team/Dockerfile", "ARG BASE\nFROM ${BASE}\n").ok());
   ASSERT_TRUE(WriteFile(broken + "/teams/ghost-team/k8s/deployment.yaml",
                         absl::StrCat("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n"
@@ -261,7 +255,7 @@ TEST_F(ObservabilityTest, EveryPanelAndRuleExpressionHasDataOrAReason) {
                                      "        - name: ghost-team\n"
                                      "          image: elf-automations/ghost-team:latest\n"
                                      "        - name: sidecar\n          image: ",
-                                     registry_->host(), "/elf/never-pushed:1\n"))
+                                     stack_->registry().host(), "/elf/never-pushed:1\n"))
                   .ok());
   v1::DeployRequest failing = examples;
   failing.set_source_dir(broken);
