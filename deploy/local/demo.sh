@@ -67,20 +67,48 @@ start() {
 }
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# pick_port: a port free now, below the kernel's ephemeral range (where port-0 binds and outgoing
+# connections of other processes land). Someone may still take it first: see start_peer.
 pick_port() {
-  local p
+  local low high p
+  read -r low high </proc/sys/net/ipv4/ip_local_port_range
+  ((low > 11024)) || low=61000 high=65535
   for _ in $(seq 100); do
-    p=$((20000 + RANDOM % 40000))
+    if ((low > 11024)); then p=$((10000 + RANDOM % (low - 10000))); else p=$((low + RANDOM % (high - low))); fi
     port_free "$p" && { echo "$p"; return; }
   done
   die "no free port found"
 }
-wait_for_port() {
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+# wait_for_line LOG TEXT PID: waits until TEXT is in LOG; fails when PID exits first or after 30 s.
+wait_for_line() {
+  for _ in $(seq 300); do
+    grep -qF -- "$2" "$1" 2>/dev/null && return 0
+    kill -0 "$3" 2>/dev/null || return 1
     sleep 0.1
   done
   return 1
+}
+# start_peer NAME PORT READY LAUNCH: runs `LAUNCH PORT` (which execs the server) in the background
+# and waits for its own READY line, so a port another process took is never mistaken for ours.
+# With ELFDEPLOY_DEMO_ANY_PORTS=1 a port taken meanwhile is retried on another one.
+# Sets peer_port.
+start_peer() {
+  local name=$1 port=$2 ready=$3 launch=$4 log=$state/logs/$1.log
+  for _ in 1 2 3 4 5; do
+    [[ ${ELFDEPLOY_DEMO_ANY_PORTS:-0} == 1 ]] && port=$(pick_port)
+    start "$name" "$log" "$launch" "$port"
+    if wait_for_line "$log" "$ready" "${pids[-1]}"; then
+      peer_port=$port
+      return 0
+    fi
+    kill -TERM "${pids[-1]}" 2>/dev/null || true
+    wait "${pids[-1]}" 2>/dev/null || true
+    unset 'names[-1]' 'pids[-1]'
+    if [[ ${ELFDEPLOY_DEMO_ANY_PORTS:-0} != 1 ]] || ! grep -qi 'address already in use' "$log"; then
+      break
+    fi
+  done
+  die "$name did not start: $(cat "$log")"
 }
 # serving_addr LOG KEY: the address a service logged in its "serving" line.
 serving_addr() {
@@ -107,14 +135,11 @@ fi
 buf=$root/.tools/node_modules/.bin/buf
 export BUF_CACHE_DIR=$state/buf-cache
 
-if [[ ${ELFDEPLOY_DEMO_ANY_PORTS:-0} == 1 ]]; then
-  registry_port=$(pick_port)
-  git_port=$(pick_port)
-  kube_port=$(pick_port)
-else
-  registry_port=5000
-  git_port=9418
-  kube_port=6443
+# With any ports, the peers get theirs in start_peer and kubesim binds port 0.
+registry_port=5000
+git_port=9418
+kube_port=6443
+if [[ ${ELFDEPLOY_DEMO_ANY_PORTS:-0} != 1 ]]; then
   for p in $registry_port $git_port $kube_port 7400 7401 7402 7403 7404 9400 9401 9402 9403 9404 9405; do
     port_free "$p" || die "port $p is in use (another stack running?); try ELFDEPLOY_DEMO_ANY_PORTS=1"
   done
@@ -122,30 +147,40 @@ fi
 
 say "starting the local peers"
 mkdir -p "$state/registry" "$state/git" "$state/logs"
-cat >"$state/registry/config.yml" <<YAML
+# launch_registry PORT / launch_git_daemon PORT: exec the peer on PORT (see start_peer).
+launch_registry() {
+  cat >"$state/registry/config.yml" <<YAML
 version: 0.1
-log: {level: warn}
+log: {level: info}
 storage:
   filesystem: {rootdirectory: $state/registry/data}
   delete: {enabled: true}
-http: {addr: 127.0.0.1:$registry_port}
+http: {addr: 127.0.0.1:$1}
 YAML
-start registry "$state/logs/registry.log" docker-registry serve "$state/registry/config.yml"
+  exec docker-registry serve "$state/registry/config.yml"
+}
+launch_git_daemon() {
+  exec git daemon --listen=127.0.0.1 --port="$1" --base-path="$state/git" --export-all \
+    --enable=receive-pack --reuseaddr --verbose
+}
 git init -q --bare --initial-branch=main "$state/git/gitops.git"
-start git-daemon "$state/logs/git-daemon.log" git daemon --listen=127.0.0.1 --port="$git_port" \
-  --base-path="$state/git" --export-all --enable=receive-pack --reuseaddr
-wait_for_port "$registry_port" || die "registry did not start: $(cat "$state/logs/registry.log")"
-wait_for_port "$git_port" || die "git daemon did not start: $(cat "$state/logs/git-daemon.log")"
+start_peer registry "$registry_port" "listening on" launch_registry
+registry_port=$peer_port
+start_peer git-daemon "$git_port" "Ready to rumble" launch_git_daemon
+git_port=$peer_port
 
 export DOCKER_REGISTRY=127.0.0.1:$registry_port
 export GITOPS_REPO=git://127.0.0.1:$git_port/gitops.git
 
 # The cluster: kubesim plays the Kubernetes API, Argo CD (following the GitOps repo) and a node
 # (asking the registry for every image). The agent reaches it through a kubeconfig.
+[[ ${ELFDEPLOY_DEMO_ANY_PORTS:-0} == 1 ]] && kube_port=0
 start kubesim "$state/logs/kubesim.log" "$bin/elfdeploy-kubesim" --listen_addr="127.0.0.1:$kube_port" \
   --gitops_repo="$GITOPS_REPO" --gitops_prefix=elf-automations --cache_dir="$state/kubesim" \
   --container_start_delay=300ms --crash_after=1s --crash_backoff=1s --crash_backoff_max=4s
-wait_for_port "$kube_port" || die "kubesim did not start: $(cat "$state/logs/kubesim.log")"
+kube_addr=$(serving_addr "$state/logs/kubesim.log" addr) ||
+  die "kubesim did not start: $(cat "$state/logs/kubesim.log")"
+kube_port=${kube_addr##*:}
 cat >"$state/kubeconfig" <<YAML
 apiVersion: v1
 kind: Config
