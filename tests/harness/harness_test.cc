@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -279,6 +280,13 @@ TEST(NetTest, PickFreePortAndWaitForTcpPort) {
   ASSERT_TRUE(port.ok()) << port.status();
   EXPECT_GT(*port, 0);
   EXPECT_LT(*port, 65536);
+  // Below the ephemeral range that outgoing connections and port-0 binds take from.
+  std::ifstream range("/proc/sys/net/ipv4/ip_local_port_range");
+  int ephemeral_low = 0;
+  ASSERT_TRUE(range >> ephemeral_low);
+  if (ephemeral_low > 11000) {
+    EXPECT_LT(*port, ephemeral_low);
+  }
   EXPECT_EQ(WaitForTcpPort("127.0.0.1", *port, absl::Milliseconds(100)).code(),
             absl::StatusCode::kDeadlineExceeded);
 

@@ -8,6 +8,8 @@
 
 #include <cerrno>
 #include <cstring>
+#include <fstream>
+#include <random>
 
 #include "absl/strings/str_cat.h"
 
@@ -36,23 +38,47 @@ bool TryConnect(const std::string& host, int port, std::string* error) {
   return connected;
 }
 
-}  // namespace
-
-absl::StatusOr<int> PickFreePort() {
+// Binds a socket to 127.0.0.1:`port` (0: the kernel picks), closes it, and returns the port.
+absl::StatusOr<int> BindProbe(int port) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return absl::InternalError(absl::StrCat("socket: ", strerror(errno)));
   sockaddr_in address = {};
   address.sin_family = AF_INET;
   address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = htons(static_cast<uint16_t>(port));
   socklen_t length = sizeof(address);
   if (bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
       getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
     std::string error = strerror(errno);
     close(fd);
-    return absl::InternalError(absl::StrCat("bind 127.0.0.1:0: ", error));
+    return absl::UnavailableError(absl::StrCat("bind 127.0.0.1:", port, ": ", error));
   }
   close(fd);
   return ntohs(address.sin_port);
+}
+
+// The lowest port of the kernel's ephemeral range (net.ipv4.ip_local_port_range).
+int EphemeralLow() {
+  std::ifstream range("/proc/sys/net/ipv4/ip_local_port_range");
+  int low = 32768;
+  range >> low;
+  return range ? low : 32768;
+}
+
+}  // namespace
+
+absl::StatusOr<int> PickFreePort() {
+  constexpr int kLowest = 10000;
+  int low = EphemeralLow();
+  if (low - kLowest >= 1000) {
+    thread_local std::mt19937 random(std::random_device{}());
+    std::uniform_int_distribution<int> ports(kLowest, low - 1);
+    for (int attempt = 0; attempt < 100; ++attempt) {
+      absl::StatusOr<int> port = BindProbe(ports(random));
+      if (port.ok()) return port;
+    }
+  }
+  return BindProbe(0);
 }
 
 absl::Status WaitForTcpPort(const std::string& host, int port, absl::Duration timeout) {

@@ -64,8 +64,15 @@ absl::Status WriteSelfSignedCert(const std::string& cert, const std::string& key
                               "subjectAltName=DNS:localhost,IP:127.0.0.1"}});
 }
 
-// Starts the server that `make(port)` describes on a free port and waits for `ready_line` in its
-// log, retrying with another port when the chosen one turned out to be taken.
+std::vector<std::pair<std::string, std::string>> GitEnv(const std::string& home) {
+  return {{"GIT_CONFIG_NOSYSTEM", "1"},  {"HOME", home},
+          {"XDG_CONFIG_HOME", home},     {"GIT_CONFIG_COUNT", "0"},
+          {"GIT_CONFIG_PARAMETERS", ""}, {"GIT_TERMINAL_PROMPT", "0"},
+          {"GIT_ASKPASS", ""},           {"SSH_ASKPASS", ""}};
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<ChildProcess>> StartOnFreePort(
     const std::string& log_path, const std::function<absl::StatusOr<ProcessOptions>(int)>& make,
     absl::string_view ready_line, int* port_out) {
@@ -93,15 +100,6 @@ absl::StatusOr<std::unique_ptr<ChildProcess>> StartOnFreePort(
   }
   return status;
 }
-
-std::vector<std::pair<std::string, std::string>> GitEnv(const std::string& home) {
-  return {{"GIT_CONFIG_NOSYSTEM", "1"},  {"HOME", home},
-          {"XDG_CONFIG_HOME", home},     {"GIT_CONFIG_COUNT", "0"},
-          {"GIT_CONFIG_PARAMETERS", ""}, {"GIT_TERMINAL_PROMPT", "0"},
-          {"GIT_ASKPASS", ""},           {"SSH_ASKPASS", ""}};
-}
-
-}  // namespace
 
 absl::StatusOr<CommandResult> RunGit(const std::string& home, const std::vector<std::string>& args,
                                      const std::string& cwd, absl::Duration timeout) {

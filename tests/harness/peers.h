@@ -1,5 +1,6 @@
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -14,6 +15,13 @@
 #include "tests/harness/token_server.h"
 
 namespace elfdeploy::testing {
+
+// Starts the server that `make(port)` describes on a port from PickFreePort, with its output in
+// `log_path`, and waits for `ready_line` in that log; retries on another port when the log says
+// the chosen one was taken meanwhile. Sets *port_out to the port it serves on.
+absl::StatusOr<std::unique_ptr<ChildProcess>> StartOnFreePort(
+    const std::string& log_path, const std::function<absl::StatusOr<ProcessOptions>(int)>& make,
+    absl::string_view ready_line, int* port_out);
 
 // Runs `git <args>` in `cwd` with no system or user config: GIT_CONFIG_NOSYSTEM=1, HOME and
 // XDG_CONFIG_HOME set to `home`, no prompts, a fixed identity and `main` as the initial branch.

@@ -172,15 +172,18 @@ class ObservabilityTest : public ::testing::Test {
     absl::StatusOr<CommandResult> checked = RunCommand(
         {.argv = {PromtoolPath(), "check", "config", stack_->dir().Join("prometheus.yml")}});
     ASSERT_TRUE(checked.ok() && checked->exit_code == 0) << (checked.ok() ? checked->output : "");
-    absl::StatusOr<int> port = PickFreePort();
-    ASSERT_TRUE(port.ok());
-    prometheus_url_ = absl::StrCat("http://127.0.0.1:", *port);
-    absl::StatusOr<std::unique_ptr<ChildProcess>> prometheus = ChildProcess::Start(
-        {.argv = {"/usr/bin/prometheus", "--config.file=" + stack_->dir().Join("prometheus.yml"),
-                  "--storage.tsdb.path=" + stack_->dir().Join("tsdb"),
-                  absl::StrCat("--web.listen-address=127.0.0.1:", *port)},
-         .log_path = stack_->dir().Join("prometheus.log")});
+    int prometheus_port = 0;
+    absl::StatusOr<std::unique_ptr<ChildProcess>> prometheus = StartOnFreePort(
+        stack_->dir().Join("prometheus.log"),
+        [&](int port) -> absl::StatusOr<ProcessOptions> {
+          return ProcessOptions{.argv = {"/usr/bin/prometheus",
+                                         "--config.file=" + stack_->dir().Join("prometheus.yml"),
+                                         "--storage.tsdb.path=" + stack_->dir().Join("tsdb"),
+                                         absl::StrCat("--web.listen-address=127.0.0.1:", port)}};
+        },
+        "Server is ready to receive web requests", &prometheus_port);
     ASSERT_TRUE(prometheus.ok()) << prometheus.status();
+    prometheus_url_ = absl::StrCat("http://127.0.0.1:", prometheus_port);
     prometheus_ = *std::move(prometheus);
     // Every target up.
     absl::Time deadline = absl::Now() + absl::Seconds(60);
