@@ -70,11 +70,15 @@ port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # pick_port: a port free now, below the kernel's ephemeral range (where port-0 binds and outgoing
 # connections of other processes land). Someone may still take it first: see start_peer.
 pick_port() {
-  local low high p
+  local low high from=10000 to=65536 p
   read -r low high </proc/sys/net/ipv4/ip_local_port_range
-  ((low > 11024)) || low=61000 high=65535
+  if ((low - from >= 1000)); then
+    to=$low
+  elif ((to - high > 1000)); then
+    from=$((high + 1))
+  fi
   for _ in $(seq 100); do
-    if ((low > 11024)); then p=$((10000 + RANDOM % (low - 10000))); else p=$((low + RANDOM % (high - low))); fi
+    p=$((from + RANDOM % (to - from)))
     port_free "$p" && { echo "$p"; return; }
   done
   die "no free port found"
