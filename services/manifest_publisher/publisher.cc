@@ -44,9 +44,7 @@ RenderFn MakeRender(const PublishParams& params, AppsOnce& apps,
     // Every app folder already in a rendered group stays listed in its kustomization.
     std::map<std::string, std::set<std::string>> existing;
     for (const auto& [group, names] : rendered->groups) {
-      std::string dir =
-          absl::StrCat(rendered->prefix.empty() ? "" : rendered->prefix + "/", "manifests/", group);
-      absl::StatusOr<std::vector<std::string>> listed = tree.ListDir(dir);
+      absl::StatusOr<std::vector<std::string>> listed = tree.ListDir(GroupDir(*rendered, group));
       if (!listed.ok()) return listed.status();
       std::set<std::string>& apps_there = existing[group];
       for (const std::string& name : *listed) {
@@ -55,17 +53,9 @@ RenderFn MakeRender(const PublishParams& params, AppsOnce& apps,
     }
     absl::StatusOr<RenderResult> assembled = AssembleTree(*rendered, params.tree, existing);
     if (!assembled.ok()) return assembled.status();
-    // Both lists are sorted by path; so is their merge.
-    std::vector<const RenderedFile*> all;
-    all.reserve(rendered->files.size() + assembled->files.size());
-    for (const RenderedFile& file : rendered->files) all.push_back(&file);
-    for (const RenderedFile& file : assembled->files) all.push_back(&file);
-    std::inplace_merge(
-        all.begin(), all.begin() + rendered->files.size(), all.end(),
-        [](const RenderedFile* a, const RenderedFile* b) { return a->path < b->path; });
     std::vector<FileChange> changes;
     files->clear();
-    for (const RenderedFile* file : all) {
+    for (const RenderedFile* file : MergeByPath(rendered->files, assembled->files)) {
       absl::StatusOr<std::optional<std::string>> current = tree.ReadFile(file->path);
       if (!current.ok()) return current.status();
       Change change = !current->has_value()        ? Change::kAdded

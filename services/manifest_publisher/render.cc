@@ -6,7 +6,6 @@
 #include <cstdint>
 #include <exception>
 #include <initializer_list>
-#include <iterator>
 #include <map>
 #include <memory>
 #include <optional>
@@ -1687,7 +1686,7 @@ absl::StatusOr<RenderResult> AssembleTree(
           if (IsDns1123Label(name)) all.insert(name);
         }
       }
-      const std::string manifests = JoinPath(apps.prefix, absl::StrCat("manifests/", group));
+      const std::string manifests = GroupDir(apps, group);
       result.files.push_back(
           RenderedFile{absl::StrCat(manifests, "/kustomization.yaml"),
                        GenerateKustomization(std::vector<std::string>(all.begin(), all.end()))});
@@ -1703,6 +1702,21 @@ absl::StatusOr<RenderResult> AssembleTree(
   }
 }
 
+std::string GroupDir(const RenderedApps& apps, const std::string& group) {
+  return JoinPath(apps.prefix, absl::StrCat("manifests/", group));
+}
+
+std::vector<const RenderedFile*> MergeByPath(const std::vector<RenderedFile>& apps,
+                                             const std::vector<RenderedFile>& groups) {
+  std::vector<const RenderedFile*> all;
+  all.reserve(apps.size() + groups.size());
+  for (const RenderedFile& file : apps) all.push_back(&file);
+  for (const RenderedFile& file : groups) all.push_back(&file);
+  std::inplace_merge(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(apps.size()), all.end(),
+                     [](const RenderedFile* a, const RenderedFile* b) { return ByPath(*a, *b); });
+  return all;
+}
+
 absl::StatusOr<RenderResult> RenderTree(
     const std::vector<AppInput>& apps, const TargetInput& target,
     const std::map<std::string, std::set<std::string>>& existing_apps) {
@@ -1710,12 +1724,11 @@ absl::StatusOr<RenderResult> RenderTree(
   if (!rendered.ok()) return rendered.status();
   absl::StatusOr<RenderResult> result = AssembleTree(*rendered, target, existing_apps);
   if (!result.ok()) return result.status();
-  std::vector<RenderedFile> groups = std::move(result->files);
-  result->files.clear();
-  std::merge(std::make_move_iterator(rendered->files.begin()),
-             std::make_move_iterator(rendered->files.end()),
-             std::make_move_iterator(groups.begin()), std::make_move_iterator(groups.end()),
-             std::back_inserter(result->files), ByPath);
+  std::vector<RenderedFile> files;
+  for (const RenderedFile* file : MergeByPath(rendered->files, result->files)) {
+    files.push_back(*file);
+  }
+  result->files = std::move(files);
   return result;
 }
 

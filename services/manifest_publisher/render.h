@@ -108,5 +108,10 @@ absl::StatusOr<RenderedApps> RenderApps(const std::vector<AppInput>& apps,
 absl::StatusOr<RenderResult> AssembleTree(
     const RenderedApps& apps, const TargetInput& target,
     const std::map<std::string, std::set<std::string>>& existing_apps);
+// "<prefix>/manifests/<group>": the folder of a group's apps and kustomization.
+std::string GroupDir(const RenderedApps& apps, const std::string& group);
+// The apps' and the groups' files in one list sorted by path.
+std::vector<const RenderedFile*> MergeByPath(const std::vector<RenderedFile>& apps,
+                                             const std::vector<RenderedFile>& groups);
 
 }  // namespace elfdeploy::publisher

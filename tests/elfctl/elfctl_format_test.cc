@@ -27,8 +27,6 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-google::protobuf::Timestamp Ts(absl::Time t) { return ToTimestamp(t); }
-
 const absl::Time kStart = absl::FromUnixSeconds(1714564800);  // 2024-05-01 12:00:00 UTC
 
 // --- parsing ------------------------------------------------------------------------------------
@@ -306,9 +304,9 @@ v1::Rollout TwoAppRollout() {
   rollout.set_state(v1::ROLLOUT_STATE_FAILED);
   rollout.set_message("calendar-mcp failed: image not found");
   rollout.set_commit("c0ffee0123456789");
-  *rollout.mutable_create_time() = Ts(kStart);
-  *rollout.mutable_start_time() = Ts(kStart + absl::Seconds(1));
-  *rollout.mutable_end_time() = Ts(kStart + absl::Seconds(42.2));
+  *rollout.mutable_create_time() = ToTimestamp(kStart);
+  *rollout.mutable_start_time() = ToTimestamp(kStart + absl::Seconds(1));
+  *rollout.mutable_end_time() = ToTimestamp(kStart + absl::Seconds(42.2));
   rollout.mutable_request()->set_source_dir("/src");
   rollout.set_last_sequence(17);
 
@@ -326,7 +324,7 @@ v1::Rollout TwoAppRollout() {
   exec->set_bytes_pushed(12'300'000);
   v1::StageTiming* timing = exec->add_stage_timings();
   timing->set_stage(v1::STAGE_BUILDING);
-  *timing->mutable_start_time() = Ts(kStart + absl::Seconds(1));
+  *timing->mutable_start_time() = ToTimestamp(kStart + absl::Seconds(1));
 
   v1::AppRollout* cal = rollout.add_apps();
   cal->set_name("calendar-mcp");
@@ -395,7 +393,7 @@ TEST(RenderTest, RolloutListAndDiagnosis) {
   v1::Rollout running;
   running.set_id("r-43");
   running.set_state(v1::ROLLOUT_STATE_RUNNING);
-  *running.mutable_create_time() = Ts(kStart + absl::Minutes(5));
+  *running.mutable_create_time() = ToTimestamp(kStart + absl::Minutes(5));
   const std::string list =
       RenderRolloutList({running, TwoAppRollout()}, kStart + absl::Minutes(6), absl::UTCTimeZone());
   std::vector<std::string> lines = absl::StrSplit(list, '\n', absl::SkipEmpty());
@@ -423,7 +421,7 @@ v1::WatchRolloutResponse StageEvent(uint64_t sequence, absl::Time at, const std:
   v1::WatchRolloutResponse event;
   event.set_sequence(sequence);
   event.set_rollout_id("r-42");
-  *event.mutable_event_time() = Ts(at);
+  *event.mutable_event_time() = ToTimestamp(at);
   event.mutable_app_stage()->set_app(app);
   event.mutable_app_stage()->set_stage(stage);
   event.mutable_app_stage()->set_message(message);
@@ -460,7 +458,7 @@ TEST(RenderTest, PlainProgressLines) {
 
   v1::WatchRolloutResponse finding;
   finding.set_sequence(5);
-  *finding.mutable_event_time() = Ts(kStart + absl::Seconds(20));
+  *finding.mutable_event_time() = ToTimestamp(kStart + absl::Seconds(20));
   finding.mutable_finding()->set_app("calendar-mcp");
   *finding.mutable_finding()->mutable_finding() = TwoAppRollout().apps(1).findings(0);
   EXPECT_EQ(printer.Line(finding, t),
@@ -469,7 +467,7 @@ TEST(RenderTest, PlainProgressLines) {
 
   v1::WatchRolloutResponse state;
   state.set_sequence(6);
-  *state.mutable_event_time() = Ts(kStart + absl::Seconds(41.2));
+  *state.mutable_event_time() = ToTimestamp(kStart + absl::Seconds(41.2));
   state.mutable_state()->set_state(v1::ROLLOUT_STATE_SUCCEEDED);
   state.mutable_state()->set_message("all apps verified");
   EXPECT_EQ(printer.Line(state, t), "41.2s rollout SUCCEEDED: all apps verified\n");
@@ -479,7 +477,7 @@ TEST(RenderTest, LiveFrame) {
   v1::Rollout started;
   started.set_id("r-42");
   started.set_state(v1::ROLLOUT_STATE_PENDING);
-  *started.mutable_create_time() = Ts(kStart);
+  *started.mutable_create_time() = ToTimestamp(kStart);
   LiveView view(started, kStart);
   view.Apply(StageEvent(1, kStart + absl::Seconds(1), "executive-team", v1::STAGE_BUILDING,
                         "step 1/5 FROM python"),

@@ -50,7 +50,8 @@ class DeployE2eTest : public ::testing::Test {
 
   bool tls_ = false;
 
-  // The examples, built FROM the registry's base image; discovery is not part of these tests.
+  // Apps of `source_dir` built FROM the registry's base image; discovery is not part of these
+  // tests.
   v1::DeployRequest ExamplesRequest(const std::string& source_dir) const {
     v1::DeployRequest request;
     request.set_source_dir(source_dir);
@@ -98,12 +99,8 @@ class DeployE2eTest : public ::testing::Test {
 };
 
 TEST_F(DeployE2eTest, TheExampleAppsRunOnTheirNewDigests) {
-  v1::DeployRequest request;
-  request.set_source_dir(absl::StrCat(ELFDEPLOY_SOURCE_DIR, "/deploy/local/examples"));
-  (*request.mutable_build_args())["BASE"] =
-      absl::StrCat(stack_->registry().host(), "/elf/python-base:3.11");
-  request.mutable_verify()->set_skip_discovery(true);
-  request.mutable_destination()->set_no_image_pull_secret(true);
+  const v1::DeployRequest request =
+      ExamplesRequest(absl::StrCat(ELFDEPLOY_SOURCE_DIR, "/deploy/local/examples"));
   grpc::ClientContext context;
   v1::DeployResponse deployed;
   grpc::Status status = stack_->stub().Deploy(&context, request, &deployed);
@@ -182,12 +179,7 @@ TEST_F(DeployE2eTest, AMissingImageFailsFastAndACrashLoopTimesOutWithItsFinding)
                                      "        - name: proxy\n          image: ",
                                      stack_->registry().host(), "/elf/never-pushed:1\n"))
                   .ok());
-  v1::DeployRequest missing;
-  missing.set_source_dir(source);
-  (*missing.mutable_build_args())["BASE"] =
-      absl::StrCat(stack_->registry().host(), "/elf/python-base:3.11");
-  missing.mutable_verify()->set_skip_discovery(true);
-  missing.mutable_destination()->set_no_image_pull_secret(true);
+  const v1::DeployRequest missing = ExamplesRequest(source);
   grpc::ClientContext context;
   v1::DeployResponse deployed;
   ASSERT_TRUE(stack_->stub().Deploy(&context, missing, &deployed).ok());
@@ -212,12 +204,8 @@ TEST_F(DeployE2eTest, AMissingImageFailsFastAndACrashLoopTimesOutWithItsFinding)
   }
 
   // The demo's broken app crash-loops: the rollout times out with the crash loop and its log.
-  v1::DeployRequest broken;
-  broken.set_source_dir(absl::StrCat(ELFDEPLOY_SOURCE_DIR, "/deploy/local/broken"));
-  (*broken.mutable_build_args())["BASE"] =
-      absl::StrCat(stack_->registry().host(), "/elf/python-base:3.11");
-  broken.mutable_verify()->set_skip_discovery(true);
-  broken.mutable_destination()->set_no_image_pull_secret(true);
+  v1::DeployRequest broken =
+      ExamplesRequest(absl::StrCat(ELFDEPLOY_SOURCE_DIR, "/deploy/local/broken"));
   broken.mutable_timeout()->set_seconds(15);
   grpc::ClientContext broken_context;
   v1::DeployResponse broken_deployed;

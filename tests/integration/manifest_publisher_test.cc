@@ -38,6 +38,14 @@ spec:
             - containerPort: 8090
 )";
 
+// The teams group's kustomization once alpha-team and beta-team are on the branch.
+constexpr char kTeamsOfBoth[] =
+    "apiVersion: kustomize.config.k8s.io/v1beta1\n"
+    "kind: Kustomization\n"
+    "resources:\n"
+    "  - alpha-team\n"
+    "  - beta-team";
+
 AppInput Team(const std::string& name, int generation) {
   AppInput app;
   app.name = name;
@@ -103,12 +111,7 @@ TEST_F(ManifestPublisherTest, RenderAgainOnAMovedBranchListsEveryApp) {
   absl::StatusOr<PublishResult> again = a->Publish(Params(Team("alpha-team", 2)));
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(again->git.parent, other->git.commit);
-  EXPECT_EQ(Show("elf-automations/manifests/teams/kustomization.yaml"),
-            "apiVersion: kustomize.config.k8s.io/v1beta1\n"
-            "kind: Kustomization\n"
-            "resources:\n"
-            "  - alpha-team\n"
-            "  - beta-team");
+  EXPECT_EQ(Show("elf-automations/manifests/teams/kustomization.yaml"), kTeamsOfBoth);
   EXPECT_THAT(Show("elf-automations/manifests/teams/alpha-team/deployment.yaml"),
               ::testing::HasSubstr(absl::StrCat(std::string(63, 'a'), 2)));
   EXPECT_THAT(Show("elf-automations/manifests/teams/beta-team/deployment.yaml"),
@@ -125,12 +128,7 @@ TEST_F(ManifestPublisherTest, PrefixWithATrailingSlashListsTheAppsThere) {
     absl::StatusOr<PublishResult> result = publisher->Publish(params);
     ASSERT_TRUE(result.ok()) << result.status();
   }
-  EXPECT_EQ(Show("elf-automations/manifests/teams/kustomization.yaml"),
-            "apiVersion: kustomize.config.k8s.io/v1beta1\n"
-            "kind: Kustomization\n"
-            "resources:\n"
-            "  - alpha-team\n"
-            "  - beta-team");
+  EXPECT_EQ(Show("elf-automations/manifests/teams/kustomization.yaml"), kTeamsOfBoth);
 }
 
 }  // namespace
